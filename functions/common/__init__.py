@@ -1,0 +1,1 @@
+"""Code shared by every function app: settings, auth, event contracts, publishing, database."""

@@ -1,0 +1,112 @@
+"""Topic handlers: idempotent, dead-lettered, answering Dapr with SUCCESS, RETRY or DROP.
+
+A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside the handler code;
+`mount` subscribes each one to its topic with its own dead-letter topic. A handler is a plain
+`async def handle(event, context)` and can be called directly in a unit test.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from beanie import Document
+from dapr.ext.fastapi import DaprApp
+from fastapi import Body
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import DuplicateKeyError
+
+from functions.common.contracts import IntegrationEvent
+from functions.common.outbox import now
+
+log = logging.getLogger(__name__)
+
+
+class PermanentError(Exception):
+    """The event can never be handled (bad data, unknown order...): DROP it to the dead letter."""
+
+
+class EventContext(BaseModel):
+    id: str
+    topic: str
+    type: str = ""
+    source: str = ""
+
+
+class ProcessedEvent(Document):
+    """Inbox: one record per (handler, event id) handled, so a redelivery changes nothing."""
+
+    id: str
+    topic: str
+    processedAt: datetime
+
+    class Settings:
+        name = "processed_events"
+
+
+Handler = Callable[[Any, EventContext], Awaitable[None]]
+
+
+def dead_letter_topic(app_id: str, topic: str) -> str:
+    return f"dlq_{app_id}_{topic}"
+
+
+class Subscriptions:
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+        self.handlers: list[tuple[type[IntegrationEvent], Handler]] = []
+
+    def handler(self, event_type: type[IntegrationEvent]) -> Callable[[Handler], Handler]:
+        def register(func: Handler) -> Handler:
+            self.handlers.append((event_type, func))
+            return func
+
+        return register
+
+    def mount(self, dapr_app: DaprApp, pubsub_name: str) -> None:
+        for event_type, func in self.handlers:
+            topic = event_type.topic
+
+            async def endpoint(cloud_event: dict = Body(...), _t=event_type, _f=func) -> dict:
+                return {"status": await deliver(_t, _f, cloud_event)}
+
+            endpoint.__name__ = f"on_{topic}"
+            dapr_app.subscribe(
+                pubsub=pubsub_name,
+                topic=topic,
+                route=f"/events/{topic}",
+                dead_letter_topic=dead_letter_topic(self.app_id, topic),
+            )(endpoint)
+
+
+async def deliver(event_type: type[IntegrationEvent], func: Handler, cloud_event: dict) -> str:
+    """Run one handler for one delivered CloudEvent and say what Dapr should do with it."""
+    try:
+        context = EventContext(
+            id=cloud_event["id"],
+            topic=cloud_event.get("topic") or event_type.topic,
+            type=cloud_event.get("type", ""),
+            source=cloud_event.get("source", ""),
+        )
+        event = event_type.model_validate(cloud_event.get("data") or {})
+    except (KeyError, TypeError, ValidationError) as exc:
+        log.error("dropping malformed %s event: %s", event_type.topic, exc)
+        return "DROP"
+
+    inbox_id = f"{func.__name__}:{context.id}"
+    if await ProcessedEvent.get(inbox_id) is not None:
+        log.info("%s already handled %s; skipping", func.__name__, context.id)
+        return "SUCCESS"
+    try:
+        await func(event, context)
+    except PermanentError as exc:
+        log.error("%s dropped %s: %s", func.__name__, context.id, exc)
+        return "DROP"
+    except Exception:  # noqa: BLE001 - anything else may pass: let Dapr retry, then dead-letter
+        log.exception("%s failed on %s; asking Dapr to retry", func.__name__, context.id)
+        return "RETRY"
+    try:
+        await ProcessedEvent(id=inbox_id, topic=context.topic, processedAt=now()).insert()
+    except DuplicateKeyError:
+        pass
+    return "SUCCESS"

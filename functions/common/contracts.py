@@ -1,0 +1,176 @@
+"""Every event that crosses a function boundary: topic, CloudEvent type and data model.
+
+One visible place for the contracts (as eShopOnDapr's IntegrationEvents folders). Each event is
+published as a CloudEvent whose `type` carries the contract version; `data` is the model below.
+Money is integer cents, so no float rounding ever reaches a total.
+"""
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class IntegrationEvent(BaseModel):
+    # Consumers ignore fields they do not know: a producer may add fields without a new version.
+    model_config = ConfigDict(extra="ignore")
+
+    topic: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @classmethod
+    def cloud_event_type(cls) -> str:
+        return f"shop.{cls.topic}.v{cls.version}"
+
+
+# --- users -------------------------------------------------------------------------------------
+class UserRegistered(IntegrationEvent):
+    """Published only after the user is saved; never carries the password or its hash."""
+
+    topic = "welcome_flow"
+    userId: str
+    email: EmailStr
+    name: str
+    lastName: str
+
+
+class UserLoggedIn(IntegrationEvent):
+    topic = "user_login"
+    userId: str
+    email: EmailStr
+
+
+# --- products ----------------------------------------------------------------------------------
+class ProductCreated(IntegrationEvent):
+    topic = "product_created"
+    productId: str
+    name: str
+    priceCents: int
+    category: str
+    stock: int
+
+
+class StockReserved(IntegrationEvent):
+    topic = "stock_reserved"
+    orderId: str
+
+
+class StockRejected(IntegrationEvent):
+    topic = "stock_rejected"
+    orderId: str
+    reason: str
+    productIds: list[str] = Field(default_factory=list)
+
+
+# --- cart --------------------------------------------------------------------------------------
+class CartUpdated(IntegrationEvent):
+    topic = "cart_updates"
+    userId: str
+    productId: str
+    name: str
+    quantity: int
+    action: Literal["added", "changed"]
+
+
+class CartItemRemoved(IntegrationEvent):
+    topic = "cart_removals"
+    userId: str
+    email: EmailStr
+    productId: str
+    productName: str
+    quantity: int
+
+
+# --- payments: orders, payments, invoices ------------------------------------------------------
+class OrderLine(BaseModel):
+    productId: str
+    name: str
+    unitPriceCents: int = Field(ge=0)
+    quantity: int = Field(ge=1)
+
+    @property
+    def line_total_cents(self) -> int:
+        return self.unitPriceCents * self.quantity
+
+
+class CartCheckedOut(IntegrationEvent):
+    """The order was placed from this user's cart: the cart empties itself (no removal e-mails)."""
+
+    topic = "cart_checkout"
+    userId: str
+    orderId: str
+    productIds: list[str]
+
+
+class OrderCreated(IntegrationEvent):
+    topic = "order_created"
+    orderId: str
+    userId: str
+    email: EmailStr
+    lines: list[OrderLine]
+    totalCents: int
+    currency: str
+
+
+class PaymentProcessed(IntegrationEvent):
+    topic = "payment_processed"
+    orderId: str
+    paymentId: str
+    amountCents: int
+
+
+class PaymentFailed(IntegrationEvent):
+    topic = "payment_failed"
+    orderId: str
+    reason: str
+
+
+class OrderCancelled(IntegrationEvent):
+    """The order will not complete; products releases whatever stock it reserved for it."""
+
+    topic = "order_cancelled"
+    orderId: str
+    reason: str
+
+
+class InvoiceProcessing(IntegrationEvent):
+    topic = "invoice_processing"
+    orderId: str
+    invoiceNumber: str
+    userId: str
+    email: EmailStr
+    lines: list[OrderLine]
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+    currency: str
+
+
+class EmailRequested(IntegrationEvent):
+    """An e-mail for notifications to send: the invoice e-mail, or one an admin wrote."""
+
+    topic = "email_notification"
+    to: EmailStr
+    subject: str
+    content: str
+    template: Literal["invoice", "message"] = "message"
+    orderId: str | None = None
+    invoiceNumber: str | None = None
+
+
+ALL_EVENTS: tuple[type[IntegrationEvent], ...] = (
+    UserRegistered,
+    UserLoggedIn,
+    ProductCreated,
+    StockReserved,
+    StockRejected,
+    CartUpdated,
+    CartItemRemoved,
+    CartCheckedOut,
+    OrderCreated,
+    PaymentProcessed,
+    PaymentFailed,
+    OrderCancelled,
+    InvoiceProcessing,
+    EmailRequested,
+)

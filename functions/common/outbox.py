@@ -1,0 +1,163 @@
+"""Transactional outbox: an event is saved inside the document whose change it announces.
+
+A handler stages the event on the document (or pushes it in the same atomic update), so the
+change and its event are written by one single-document write: no event without the change,
+no change whose event can be lost. The relay then publishes each pending event through Dapr,
+records it in the `events` audit collection and pulls it off the document. If the process dies
+in between, the sweep publishes it later; the CloudEvent id stays the same, so consumers that
+already saw it skip it.
+"""
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from beanie import Document
+from pydantic import BaseModel, Field
+
+from functions.common import sidecar
+from functions.common.contracts import IntegrationEvent
+
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PendingEvent(BaseModel):
+    id: str
+    topic: str
+    type: str
+    source: str
+    key: str | None = None
+    time: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: IntegrationEvent, *, source: str, key: str | None = None) -> "PendingEvent":
+        return cls(
+            id=f"evt_{uuid.uuid4().hex}",
+            topic=event.topic,
+            type=event.cloud_event_type(),
+            source=source,
+            key=key,
+            time=now(),
+            data=event.model_dump(mode="json"),
+        )
+
+    def cloud_event(self) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time.isoformat(),
+            "datacontenttype": "application/json",
+            "data": self.data,
+        }
+
+
+class AuditEvent(Document):
+    """The `events` collection: every event this function published, as the original keeps."""
+
+    id: str  # the CloudEvent id
+    topic: str
+    type: str
+    source: str
+    key: str | None = None
+    time: datetime
+    publishedAt: datetime
+    data: dict[str, Any]
+
+    class Settings:
+        name = "events"
+
+
+class HasOutbox(BaseModel):
+    """Mix into a Document that announces its changes."""
+
+    outbox: list[PendingEvent] = Field(default_factory=list)
+
+    def stage(self, event: IntegrationEvent, *, source: str, key: str | None = None) -> PendingEvent:
+        pending = PendingEvent.of(event, source=source, key=key)
+        self.outbox.append(pending)
+        return pending
+
+
+def push(pending: PendingEvent) -> dict[str, Any]:
+    """The `$push` part of an atomic update that changes a document and stages its event."""
+    return {"outbox": pending.model_dump()}
+
+
+class OutboxRelay:
+    def __init__(self, models: list[type[Document]], sweep_seconds: float) -> None:
+        self.models = models
+        self.sweep_seconds = sweep_seconds
+        self._task: asyncio.Task | None = None
+
+    async def sweep(self) -> int:
+        published = 0
+        for model in self.models:
+            async for raw in model.get_pymongo_collection().find({"outbox.0": {"$exists": True}}, {"outbox": 1}):
+                published += await publish_pending(model, raw)
+        return published
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
+                log.exception("outbox sweep failed")
+            await asyncio.sleep(self.sweep_seconds)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+async def publish_pending(model: type[Document], raw: dict[str, Any]) -> int:
+    """Publish the pending events of one stored document (`raw`: its _id and outbox as stored)."""
+    for stored in list(raw.get("outbox") or []):
+        pending = PendingEvent.model_validate(stored)
+        await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
+        audit = AuditEvent(
+            id=pending.id,
+            topic=pending.topic,
+            type=pending.type,
+            source=pending.source,
+            key=pending.key,
+            time=pending.time,
+            publishedAt=now(),
+            data=pending.data,
+        )
+        # Upsert: a re-publish after a crash must not fail on the audit record it already wrote.
+        await AuditEvent.find_one(AuditEvent.id == pending.id).upsert(
+            {"$set": {"publishedAt": audit.publishedAt}}, on_insert=audit
+        )
+        # Pull the entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
+        await model.get_pymongo_collection().update_one({"_id": raw["_id"]}, {"$pull": {"outbox": stored}})
+    return len(raw.get("outbox") or [])
+
+
+async def flush(model: type[Document], doc_id: Any) -> None:
+    """Publish a document's pending events now: the fast path right after the change is saved.
+
+    If Dapr is unreachable the events stay pending and the sweep publishes them later; the
+    caller's change is saved either way, so this never fails the request.
+    """
+    raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1})
+    try:
+        if raw is not None:
+            await publish_pending(model, raw)
+    except sidecar.SidecarError:
+        log.warning("publish deferred to the outbox sweep", exc_info=True)

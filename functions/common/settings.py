@@ -1,0 +1,43 @@
+"""Typed settings, read from the environment (k8s Secrets in a cluster).
+
+The defaults are for a local run only; a deployment sets every secret.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    mongodb_uri: str = Field("mongodb://127.0.0.1:27017", alias="MONGODB_URI")
+    # Each function owns its database: "<prefix>_<app id>".
+    db_prefix: str = Field("shop", alias="SHOP_DB_PREFIX")
+
+    jwt_secret: str = Field("local-dev-only-jwt-secret-change-me-0123456789", alias="SHOP_JWT_SECRET")
+    jwt_ttl_seconds: int = Field(3600, alias="SHOP_JWT_TTL_SECONDS")
+    admin_email: str = Field("admin@shop.local", alias="SHOP_ADMIN_EMAIL")
+    admin_password: str = Field("admin-local-password", alias="SHOP_ADMIN_PASSWORD")
+
+    sendgrid_api_key: str = Field("", alias="SENDGRID_API_KEY")
+    mail_from: str = Field("tienda@shop.local", alias="SHOP_MAIL_FROM")
+    tax_rate: float = Field(0.19, ge=0, le=1, alias="SHOP_TAX_RATE")
+    currency: str = Field("USD", alias="SHOP_CURRENCY")
+
+    pubsub_name: str = Field("pubsub", alias="SHOP_PUBSUB_NAME")
+    dapr_host: str = Field("127.0.0.1", alias="DAPR_HOST")
+    dapr_http_port: int = Field(3500, alias="DAPR_HTTP_PORT")
+    dapr_timeout_seconds: float = Field(10.0, alias="SHOP_DAPR_TIMEOUT_SECONDS")
+    # How often the outbox relay looks for events a crashed process left unpublished.
+    outbox_sweep_seconds: float = Field(5.0, alias="SHOP_OUTBOX_SWEEP_SECONDS")
+
+    @property
+    def dapr_url(self) -> str:
+        return f"http://{self.dapr_host}:{self.dapr_http_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

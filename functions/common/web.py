@@ -1,0 +1,105 @@
+"""The shape every function app shares: envelope bodies, JSON errors, health, start-up."""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+from beanie import Document
+from dapr.ext.fastapi import DaprApp
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from functions.common import db, sidecar
+from functions.common.consumers import ProcessedEvent, Subscriptions
+from functions.common.outbox import AuditEvent, OutboxRelay
+from functions.common.settings import get_settings
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Success body, as the original shop: {"message": ..., "data": ...}."""
+
+    message: str
+    data: T
+
+
+class ErrorBody(BaseModel):
+    message: str
+    errors: list[dict[str, Any]] | None = None
+
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 503)}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        message = "Invalid request: " + "; ".join(_describe(e) for e in errors)
+        return JSONResponse({"message": message, "errors": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(sidecar.SidecarError)
+    async def dependency_down(_: Request, exc: sidecar.SidecarError) -> JSONResponse:
+        log.warning("dependency unavailable: %s", exc)
+        return JSONResponse({"message": "A service this request needs is unavailable; try again"}, 503)
+
+
+def create_app(
+    *,
+    app_id: str,
+    title: str,
+    description: str,
+    models: Sequence[type[Document]],
+    routers: Sequence[APIRouter] = (),
+    subscriptions: Subscriptions | None = None,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> FastAPI:
+    settings = get_settings()
+    outbox_models = [m for m in models if "outbox" in m.model_fields]
+    relay = OutboxRelay(outbox_models, settings.outbox_sweep_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent])
+        for hook in on_startup:
+            await hook()
+        relay.start()
+        yield
+        await relay.stop()
+        await sidecar.close()
+        await db.close_db()
+
+    app = FastAPI(title=title, description=description, lifespan=lifespan, responses=ERRORS)
+    app.state.app_id = app_id
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: the database answers")
+    async def readyz() -> JSONResponse:
+        if await db.ping():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "message": "database unreachable"}, 503)
+
+    for router in routers:
+        app.include_router(router)
+    if subscriptions is not None:
+        subscriptions.mount(DaprApp(app), settings.pubsub_name)
+    return app

@@ -1,0 +1,56 @@
+"""End-to-end fixtures: the real stack (Kafka, FerretDB, daprd, the five functions), started once
+per session or reused when already running, with a packet capture around all of it."""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.capture import Capture
+from tests.stack import stack
+
+CAPTURE_TEST = "test_no_packet_left_loopback"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The capture verdict covers every other end-to-end test, so it runs last.
+    items.sort(key=lambda item: item.name == CAPTURE_TEST)
+
+
+@pytest.fixture(scope="session")
+def capture() -> Iterator[Capture | None]:
+    """Started before the stack, so start-up traffic is captured too."""
+    if not Capture.available():
+        if os.environ.get("SHOP_REQUIRE_CAPTURE"):
+            pytest.fail("SHOP_REQUIRE_CAPTURE is set but tcpdump is missing or we are not root")
+        yield None
+        return
+    cap = Capture(stack.STATE / "capture")
+    cap.start()
+    yield cap
+    if cap.processes:
+        cap.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shop(capture: Capture | None) -> Iterator[None]:
+    """The running shop. Reuses a stack that is already up; otherwise starts it and stops it after."""
+    started_here = not all(stack.functions_ready().values())
+    if started_here:
+        stack.up()
+    yield
+    if started_here and not os.environ.get("SHOP_KEEP_STACK"):
+        stack.down()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call" and report.failed:
+        # The tail of each function's app and sidecar log, and of the broker and database.
+        tails = []
+        for path in stack.log_files():
+            lines = path.read_text(errors="replace").splitlines()[-40:]
+            tails.append(f"===== {path.name}\n" + "\n".join(lines))
+        report.sections.append(("stack logs (tail)", "\n".join(tails)))
+    return report
