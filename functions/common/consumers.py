@@ -65,18 +65,22 @@ class Subscriptions:
 
     def mount(self, dapr_app: DaprApp, pubsub_name: str) -> None:
         for event_type, func in self.handlers:
-            topic = event_type.topic
-
-            async def endpoint(cloud_event: dict = Body(...), _t=event_type, _f=func) -> dict:
-                return {"status": await deliver(_t, _f, cloud_event)}
-
-            endpoint.__name__ = f"on_{topic}"
             dapr_app.subscribe(
                 pubsub=pubsub_name,
-                topic=topic,
-                route=f"/events/{topic}",
-                dead_letter_topic=dead_letter_topic(self.app_id, topic),
-            )(endpoint)
+                topic=event_type.topic,
+                route=f"/events/{event_type.topic}",
+                dead_letter_topic=dead_letter_topic(self.app_id, event_type.topic),
+            )(_endpoint(event_type, func))
+
+
+def _endpoint(event_type: type[IntegrationEvent], func: Handler) -> Callable[..., Awaitable[dict]]:
+    """The HTTP route Dapr delivers one topic's CloudEvents to."""
+
+    async def endpoint(cloud_event: dict = Body(...)) -> dict:
+        return {"status": await deliver(event_type, func, cloud_event)}
+
+    endpoint.__name__ = f"on_{event_type.topic}"
+    return endpoint
 
 
 async def deliver(event_type: type[IntegrationEvent], func: Handler, cloud_event: dict) -> str:

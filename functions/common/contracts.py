@@ -5,6 +5,7 @@ published as a CloudEvent whose `type` carries the contract version; `data` is t
 Money is integer cents, so no float rounding ever reaches a total.
 """
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
@@ -36,7 +37,9 @@ class UserRegistered(IntegrationEvent):
 class UserLoggedIn(IntegrationEvent):
     topic = "user_login"
     userId: str
-    email: EmailStr
+    # Not EmailStr: the configured admin (default admin@shop.local) logs in too, and EmailStr
+    # rejects special-use domains such as .local.
+    email: str
 
 
 # --- products ----------------------------------------------------------------------------------
@@ -74,7 +77,9 @@ class CartUpdated(IntegrationEvent):
 class CartItemRemoved(IntegrationEvent):
     topic = "cart_removals"
     userId: str
-    email: EmailStr
+    # The caller's e-mail from the token; not EmailStr, which rejects the configured admin's
+    # special-use domain (admin@shop.local) as UserLoggedIn explains.
+    email: str
     productId: str
     productName: str
     quantity: int
@@ -99,13 +104,17 @@ class CartCheckedOut(IntegrationEvent):
     userId: str
     orderId: str
     productIds: list[str]
+    # The latest change among the lines the order was made from, on the cart's own clock (as
+    # the cart reported it): a line changed after it (the customer added more while the order
+    # was placed) is not what was ordered and stays in the cart. None: remove the lines as named.
+    cartUpdatedAt: datetime | None = None
 
 
 class OrderCreated(IntegrationEvent):
     topic = "order_created"
     orderId: str
     userId: str
-    email: EmailStr
+    email: str  # from the token; not EmailStr (see CartItemRemoved)
     lines: list[OrderLine]
     totalCents: int
     currency: str
@@ -137,7 +146,7 @@ class InvoiceProcessing(IntegrationEvent):
     orderId: str
     invoiceNumber: str
     userId: str
-    email: EmailStr
+    email: str  # from the token; not EmailStr (see CartItemRemoved)
     lines: list[OrderLine]
     subtotalCents: int
     taxRate: float
@@ -150,7 +159,9 @@ class EmailRequested(IntegrationEvent):
     """An e-mail for notifications to send: the invoice e-mail, or one an admin wrote."""
 
     topic = "email_notification"
-    to: EmailStr
+    # Not EmailStr (see CartItemRemoved): an invoice goes to the orderer's token e-mail, which
+    # may be the configured admin's; POST /api/facture validates the addresses it accepts.
+    to: str
     subject: str
     content: str
     template: Literal["invoice", "message"] = "message"

@@ -1,7 +1,10 @@
 """Database start-up: each function owns one database on the shared MongoDB-wire server."""
 
 from beanie import Document, init_beanie
-from pymongo import AsyncMongoClient
+from beanie.odm.settings.document import IndexModelField
+from beanie.odm.utils.pydantic import get_model_fields
+from beanie.odm.utils.typing import get_index_attributes
+from pymongo import AsyncMongoClient, IndexModel
 
 from functions.common.settings import get_settings
 
@@ -16,8 +19,25 @@ async def init_db(app_id: str, models: list[type[Document]]) -> AsyncMongoClient
     global _client
     settings = get_settings()
     _client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-    await init_beanie(database=_client[database_name(app_id)], document_models=models)
+    # FerretDB 1.24 panics (dropping the connection) when one createIndexes command repeats two
+    # or more existing indexes, as Beanie's does on every start after the first. So Beanie skips
+    # indexes and each index gets a command of its own, which is idempotent on both databases.
+    await init_beanie(database=_client[database_name(app_id)], document_models=models, skip_indexes=True)
+    for model in models:
+        for index in declared_indexes(model):
+            await model.get_pymongo_collection().create_indexes([index])
     return _client
+
+
+def declared_indexes(model: type[Document]) -> list[IndexModel]:
+    """The indexes Beanie would create for `model`: its Indexed() fields and Settings.indexes."""
+    fields = [
+        IndexModelField(IndexModel([(info.alias or name, attrs[0])], **attrs[1]))
+        for name, info in get_model_fields(model).items()
+        if (attrs := get_index_attributes(info)) is not None
+    ]
+    declared = IndexModelField.merge_indexes(fields, model.get_settings().indexes or [])
+    return IndexModelField.list_to_index_model(declared)
 
 
 async def ping() -> bool:

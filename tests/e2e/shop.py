@@ -71,7 +71,6 @@ def kafka_events(topic: str, match: Callable[[dict], bool], timeout: float = 30)
         bootstrap_servers=f"127.0.0.1:{stack.KAFKA_PORT}",
         enable_auto_commit=False,
         consumer_timeout_ms=2000,
-        value_deserializer=lambda raw: json.loads(raw),
     )
     matched: list[dict] = []
     deadline = time.monotonic() + timeout
@@ -84,7 +83,7 @@ def kafka_events(topic: str, match: Callable[[dict], bool], timeout: float = 30)
                     continue
                 consumer.assign(partitions)
                 consumer.seek_to_beginning(*partitions)
-            matched = [message.value for message in consumer if match(message.value)]
+            matched = [event for message in consumer if match(event := json.loads(message.value))]
         return matched
     finally:
         consumer.close()

@@ -1,0 +1,23 @@
+# One image for all five functions; the container's command picks one (k8s/base/functions/*.yaml):
+#   uvicorn functions.<name>.app:app --host 0.0.0.0 --port <port>
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Only what `pip install .` needs (.dockerignore keeps the rest out); the sources are removed
+# afterwards so the functions run from site-packages, as installed.
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY functions ./functions
+RUN pip install . && rm -rf /src
+
+# Non-root, numeric so Kubernetes' runAsNonRoot can check it (the pods set the same uid).
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin shop
+USER 10001:10001
+WORKDIR /tmp
+
+EXPOSE 8001 8002 8003 8004 8005
+CMD ["uvicorn", "functions.users.app:app", "--host", "0.0.0.0", "--port", "8001"]

@@ -1,0 +1,64 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from functions.cart.models import Cart, CartLine
+
+# A generous bound per line: a typo of 10**9 units is a bad request, not an order.
+MAX_QUANTITY = 1000
+# Distinct products per cart: an order prices each line with products, one call per line.
+MAX_LINES = 100
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY, strict=True)]
+
+
+def money(cents: int) -> float:
+    """Cents as a number with two decimals, as the HTTP API shows prices."""
+    return round(cents / 100, 2)
+
+
+class AddItem(BaseModel):
+    # Any price or name the client sends is ignored: both come from products.
+    productId: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    quantity: Quantity
+
+
+class ChangeQuantity(BaseModel):
+    quantity: Quantity
+
+
+class CartItemOut(BaseModel):
+    productId: str
+    name: str
+    unitPrice: float
+    unitPriceCents: int
+    quantity: int
+    lineTotal: float
+    lineTotalCents: int
+    updatedAt: datetime  # the line's last change: checkout leaves lines changed after the order
+
+    @classmethod
+    def of(cls, line: CartLine) -> "CartItemOut":
+        line_total = line.unitPriceCents * line.quantity
+        return cls(
+            productId=line.productId,
+            name=line.name,
+            unitPrice=money(line.unitPriceCents),
+            unitPriceCents=line.unitPriceCents,
+            quantity=line.quantity,
+            lineTotal=money(line_total),
+            lineTotalCents=line_total,
+            updatedAt=line.updatedAt,
+        )
+
+
+class CartOut(BaseModel):
+    items: list[CartItemOut]
+    total: float
+    totalCents: int
+
+    @classmethod
+    def of(cls, cart: Cart | None) -> "CartOut":
+        items = [CartItemOut.of(line) for line in cart.sorted_lines()] if cart else []
+        total = sum(item.lineTotalCents for item in items)
+        return cls(items=items, total=money(total), totalCents=total)

@@ -1,0 +1,17 @@
+from functions.common.web import create_app
+from functions.notifications import APP_ID
+from functions.notifications.models import Email
+from functions.notifications.routes import router
+from functions.notifications.subscriptions import subscriptions
+
+app = create_app(
+    app_id=APP_ID,
+    title="notifications",
+    description=(
+        "The shop's e-mails, one per event: `welcome_flow`, `cart_removals`, `email_notification`. "
+        "Sent through SendGrid when SENDGRID_API_KEY is set, otherwise kept here (status `outboxed`)."
+    ),
+    models=[Email],
+    routers=[router],
+    subscriptions=subscriptions,
+)

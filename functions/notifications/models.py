@@ -1,0 +1,44 @@
+from datetime import datetime
+from typing import Literal
+
+from beanie import Document
+from pydantic import Field
+from pymongo import IndexModel
+
+from functions.common.outbox import now
+
+# pending: not yet accepted by the provider (being sent, or waiting for a retry);
+# sent: accepted by SendGrid; outboxed: kept here only (no SENDGRID_API_KEY);
+# failed: refused by SendGrid (4xx), dead-lettered.
+EmailStatus = Literal["pending", "sent", "outboxed", "failed"]
+Template = Literal["welcome", "cart_removal", "invoice", "message"]
+
+
+def stored_now() -> datetime:
+    """Now, to the millisecond MongoDB keeps: the API answers the same before and after a save."""
+    moment = now()
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Email(Document):
+    to: str  # lower-cased, as the caller's token e-mail is matched against it
+    subject: str
+    html: str
+    template: Template
+    status: EmailStatus = "pending"
+    providerMessageId: str | None = None  # SendGrid's X-Message-Id
+    eventId: str  # the CloudEvent that asked for it: one e-mail per event
+    topic: str
+    createdAt: datetime = Field(default_factory=stored_now)
+    sentAt: datetime | None = None
+    error: str | None = None
+    attempts: int = 0
+    # While a delivery is sending this e-mail, no other delivery of the same event may.
+    leaseUntil: datetime = Field(default_factory=stored_now)
+
+    class Settings:
+        name = "emails"
+        indexes = [
+            IndexModel("eventId", unique=True, name="event_unique"),
+            IndexModel([("to", 1), ("createdAt", -1)], name="to_newest"),
+        ]

@@ -1,0 +1,94 @@
+"""One e-mail per event: stored first, then sent at most once per event id, with its outcome.
+
+The unique `eventId` makes a redelivered event find its e-mail instead of making another one.
+An e-mail still `pending` (an earlier attempt hit a 5xx or a timeout, or stopped) is sent again;
+one `sent`, `outboxed` or `failed` is final, so a redelivery sends nothing.
+"""
+
+from datetime import timedelta
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from functions.common.consumers import EventContext, PermanentError
+from functions.common.outbox import now
+from functions.notifications.mailer import (
+    Mailer,
+    OutgoingEmail,
+    RejectedMailError,
+    TransientMailError,
+    configured_mailer,
+)
+from functions.notifications.models import Email, Template, stored_now
+from functions.notifications.rendering import render
+
+# Longer than a SendGrid call may take (its timeout is 10 s), so a lease only lapses when the
+# delivery holding it has stopped.
+LEASE = timedelta(seconds=30)
+
+
+class EmailBusy(Exception):
+    """Another delivery of the same event is sending this e-mail right now: try again later."""
+
+
+async def send_once(
+    context: EventContext,
+    *,
+    to: str,
+    subject: str,
+    template: Template,
+    variables: dict[str, object],
+    mailer: Mailer | None = None,
+) -> Email:
+    """Store and send the e-mail this event asks for, unless that was done already."""
+    created = stored_now()
+    email = Email(
+        to=to.lower(),
+        subject=subject,
+        html=render(template, subject, created, **variables),
+        template=template,
+        eventId=context.id,
+        topic=context.topic,
+        createdAt=created,
+        leaseUntil=created,
+    )
+    try:
+        await email.insert()
+    except DuplicateKeyError:
+        pass  # a redelivery: the e-mail exists; the claim below decides whether to send it
+
+    emails = Email.get_pymongo_collection()
+    claimed_at = now()
+    claimed = await emails.find_one_and_update(
+        {"eventId": context.id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
+        {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if claimed is None:
+        stored = await Email.find_one(Email.eventId == context.id)
+        if stored is not None and stored.status != "pending":
+            return stored  # already handled: a redelivery sends nothing
+        raise EmailBusy(f"e-mail for event {context.id} is being sent by another delivery")
+
+    outgoing = OutgoingEmail(to=claimed["to"], subject=claimed["subject"], html=claimed["html"], event_id=context.id)
+    try:
+        delivery = await (mailer or configured_mailer()).send(outgoing)
+    except TransientMailError as exc:
+        # Stays pending, lease released: Dapr redelivers and the next attempt sends it.
+        await emails.update_one({"_id": claimed["_id"]}, {"$set": {"error": str(exc), "leaseUntil": now()}})
+        raise
+    except RejectedMailError as exc:
+        await emails.update_one({"_id": claimed["_id"]}, {"$set": {"status": "failed", "error": str(exc)}})
+        raise PermanentError(str(exc)) from exc
+    await emails.update_one(
+        {"_id": claimed["_id"]},
+        {
+            "$set": {
+                "status": delivery.status,
+                "providerMessageId": delivery.provider_message_id,
+                "sentAt": now(),
+                "error": None,
+            }
+        },
+    )
+    return await Email.get(claimed["_id"])

@@ -1,0 +1,21 @@
+from functions.common.web import create_app
+from functions.payments import APP_ID
+from functions.payments.models import InvoiceNumber, MailRequest, Order, Payment, SimulatedCharge
+from functions.payments.routes import router
+from functions.payments.subscriptions import subscriptions
+
+app = create_app(
+    app_id=APP_ID,
+    title="payments",
+    description=(
+        "Orders (a choreographed saga: pending → stock_reserved → paid → invoiced, or rejected, "
+        "or payment_failed), card payments through a replaceable processor, and invoices with "
+        "gap-free sequential numbers. Publishes `order_created`, `cart_checkout`, "
+        "`payment_processed`, `payment_failed`, `order_cancelled`, `invoice_processing`, "
+        "`email_notification`; consumes `stock_reserved`, `stock_rejected`, `payment_processed`, "
+        "`invoice_processing`."
+    ),
+    models=[Order, Payment, InvoiceNumber, SimulatedCharge, MailRequest],
+    routers=[router],
+    subscriptions=subscriptions,
+)

@@ -1,0 +1,139 @@
+from datetime import datetime
+from typing import Literal
+
+from beanie import Document, PydanticObjectId
+from pydantic import BaseModel, Field
+from pymongo import IndexModel
+
+from functions.common.contracts import OrderLine
+from functions.common.outbox import HasOutbox, now
+
+OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed"]
+FINAL_STATUSES: frozenset[str] = frozenset({"invoiced", "rejected", "payment_failed"})
+
+
+class Transition(BaseModel):
+    """One step of the order's history."""
+
+    status: OrderStatus
+    at: datetime
+    reason: str | None = None
+    # The event that moved the order here; for "pending", the order_created event it announced.
+    eventId: str | None = None
+
+
+class Invoice(BaseModel):
+    number: str
+    issuedAt: datetime
+    lines: list[OrderLine]
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+    currency: str
+
+
+class Order(Document, HasOutbox):
+    """The order and its saga state: every change is one conditional update from the status it
+    expects (`saga.transition`), so a redelivered or late event cannot move it backwards."""
+
+    id: PydanticObjectId
+    userId: str
+    email: str
+    lines: list[OrderLine]
+    # Amounts fixed when the order is placed (prices from products, tax rate from settings):
+    # the amount charged and the invoice are these, whatever changes later.
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+    currency: str
+    status: OrderStatus = "pending"
+    history: list[Transition] = Field(default_factory=list)
+    # The simulated processor's card token (never a card number); sent to the processor only.
+    paymentToken: str
+    # The client's Idempotency-Key, or "auto:<order id>" when it sent none, so the unique index
+    # (userId, idempotencyKey) needs no sparse or partial index support.
+    idempotencyKey: str
+    paymentId: str | None = None
+    failureReason: str | None = None
+    invoiceNumber: str | None = None
+    invoice: Invoice | None = None
+    # The email_notification event staged for the invoice: set once, so the e-mail is sent once.
+    invoiceEmailEventId: str | None = None
+    createdAt: datetime = Field(default_factory=now)
+    updatedAt: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "orders"
+        indexes = [
+            IndexModel([("userId", 1), ("idempotencyKey", 1)], unique=True, name="user_idempotency_key_unique"),
+            IndexModel([("userId", 1), ("createdAt", -1)], name="user_orders"),
+        ]
+
+
+class Payment(Document):
+    """The result of charging one order: at most one per order (its id is the order id)."""
+
+    id: str  # the order id, also the processor's idempotency key
+    provider: str
+    chargeId: str
+    status: Literal["approved", "declined"]
+    reason: str | None = None
+    amountCents: int
+    currency: str
+    createdAt: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "payments"
+
+
+class InvoiceNumber(Document):
+    """The invoice-number ledger: one record per number issued, naming the order that owns it.
+
+    See `invoicing.allocate_invoice_number` for why this, not a counter document.
+    """
+
+    id: str  # "INV-<year>-<seq, 6 digits>"
+    year: int
+    seq: int
+    orderId: str
+    allocatedAt: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "invoice_numbers"
+        indexes = [
+            IndexModel("orderId", unique=True, name="orderId_unique"),
+            IndexModel([("year", 1), ("seq", 1)], unique=True, name="year_seq_unique"),
+        ]
+
+
+class SimulatedCharge(Document):
+    """What the simulated card processor charged, by idempotency key, as a real provider keeps
+    it: a second charge with the same key answers this first result."""
+
+    id: str  # the idempotency key
+    chargeId: str
+    token: str
+    amountCents: int
+    currency: str
+    approved: bool
+    reason: str | None = None
+    createdAt: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "simulated_charges"
+
+
+class MailRequest(Document, HasOutbox):
+    """An e-mail an admin asked for through POST /api/facture; carries its email_notification."""
+
+    id: PydanticObjectId
+    requestedBy: str
+    to: str
+    subject: str
+    content: str
+    createdAt: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "mail_requests"

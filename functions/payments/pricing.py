@@ -1,0 +1,101 @@
+"""An order's lines and amounts: the caller's cart (quantities only) priced by products.
+
+Neither the client nor the cart is trusted for a price: every unit price is asked of products
+when the order is placed.
+"""
+
+import asyncio
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from urllib.parse import quote
+
+from fastapi import HTTPException, status
+from pydantic import BaseModel, Field, ValidationError
+
+from functions.common import sidecar
+from functions.common.contracts import OrderLine
+from functions.common.sidecar import SidecarError
+
+
+class CartItem(BaseModel):
+    productId: str = Field(min_length=1)
+    quantity: int = Field(ge=1)
+    updatedAt: datetime | None = None  # the line's last change, on the cart's clock
+
+
+class Product(BaseModel):
+    id: str
+    name: str
+    priceCents: int = Field(ge=0)
+
+
+class Amounts(BaseModel):
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+
+
+async def read_cart(token: str) -> list[CartItem]:
+    """The caller's cart, read from cart with the caller's own token."""
+    response = await sidecar.invoke("cart", "api/cart/items", token=token)
+    if response.status_code != status.HTTP_200_OK:
+        raise SidecarError(f"cart answered {response.status_code}: {response.text[:200]}")
+    try:
+        items = response.json()["data"]["items"]
+        return [CartItem.model_validate(item) for item in items]
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise SidecarError(f"cart answered an unreadable cart: {exc}") from exc
+
+
+def latest_change(items: list[CartItem]) -> datetime | None:
+    """The cart's version as read: its lines' latest change (None if the cart did not say)."""
+    stamps = [item.updatedAt for item in items]
+    return None if None in stamps else max(stamps)
+
+
+async def _product(product_id: str) -> Product:
+    response = await sidecar.invoke("products", f"api/products/{quote(product_id, safe='')}")
+    if response.status_code == status.HTTP_404_NOT_FOUND:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"Product {product_id} in your cart no longer exists; remove it and order again",
+        )
+    if response.status_code != status.HTTP_200_OK:
+        raise SidecarError(f"products answered {response.status_code} for product {product_id}")
+    try:
+        product = Product.model_validate(response.json()["data"])
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise SidecarError(f"products answered an unreadable product {product_id}: {exc}") from exc
+    if product.id != product_id:
+        raise SidecarError(f"products answered product {product.id} for {product_id}")
+    return product
+
+
+async def price_lines(items: list[CartItem]) -> list[OrderLine]:
+    """One line per product, its name and unit price as products says now."""
+    quantities: dict[str, int] = {}
+    for item in items:
+        quantities[item.productId] = quantities.get(item.productId, 0) + item.quantity
+    products = await asyncio.gather(*(_product(product_id) for product_id in quantities))
+    return [
+        OrderLine(productId=product_id, name=product.name, unitPriceCents=product.priceCents, quantity=quantity)
+        for (product_id, quantity), product in zip(quantities.items(), products, strict=True)
+    ]
+
+
+def amounts(lines: list[OrderLine], tax_rate: float) -> Amounts:
+    subtotal = sum(line.line_total_cents for line in lines)
+    # Tax rounded half up to the cent, once, on the subtotal.
+    tax = int((Decimal(subtotal) * Decimal(str(tax_rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return Amounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax)
+
+
+def money(cents: int) -> float:
+    """Cents as a number with two decimals, as the HTTP API shows prices."""
+    return round(cents / 100, 2)
+
+
+def money_text(cents: int) -> str:
+    """Cents as text with two decimals, for e-mails: 2975 -> "29.75"."""
+    return f"{cents // 100}.{cents % 100:02d}"

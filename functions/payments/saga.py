@@ -1,0 +1,113 @@
+"""The order saga, payments' side (choreographed: each step reacts to the previous event).
+
+    pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──▶ invoiced
+       │                              └──charge declined──▶ payment_failed (+ order_cancelled)
+       └──stock_rejected──▶ rejected
+
+Each step is one conditional update from the status it expects: it changes the status, appends
+the transition to the history and stages the step's events, all in one write. A redelivered,
+duplicated or late event finds the order past that status and changes nothing.
+"""
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from beanie import PydanticObjectId
+from bson.errors import InvalidId
+from pymongo.errors import DuplicateKeyError
+
+from functions.common import outbox
+from functions.common.consumers import PermanentError
+from functions.common.contracts import IntegrationEvent
+from functions.common.outbox import PendingEvent, now, write_lock
+from functions.payments import APP_ID
+from functions.payments.models import Order, OrderStatus, Payment, Transition
+from functions.payments.processor import get_processor
+
+log = logging.getLogger(__name__)
+
+
+def parse_order_id(order_id: str) -> PydanticObjectId | None:
+    try:
+        return PydanticObjectId(order_id)
+    except (InvalidId, TypeError):
+        return None
+
+
+async def find_order(order_id: str) -> Order | None:
+    parsed = parse_order_id(order_id)
+    return await Order.get(parsed) if parsed is not None else None
+
+
+async def load_order(order_id: str) -> Order:
+    """The order an event names; an event for no order can never succeed (dead letter)."""
+    order = await find_order(order_id)
+    if order is None:
+        raise PermanentError(f"no order {order_id!r}")
+    return order
+
+
+def stage(*events: IntegrationEvent, order_id: Any) -> list[PendingEvent]:
+    return [PendingEvent.of(event, source=APP_ID, key=str(order_id)) for event in events]
+
+
+async def transition(
+    order_id: PydanticObjectId,
+    *,
+    expected: OrderStatus,
+    to: OrderStatus,
+    event_id: str | None,
+    reason: str | None = None,
+    changes: dict[str, Any] | None = None,
+    events: Iterable[IntegrationEvent] = (),
+) -> bool:
+    """Move the order from `expected` to `to` and stage `events`, in one write; False (and
+    nothing written) when the order is no longer in `expected`."""
+    step = Transition(status=to, at=now(), reason=reason, eventId=event_id)
+    pushes: dict[str, Any] = {"history": step.model_dump()}
+    pending = stage(*events, order_id=order_id)
+    if pending:
+        pushes["outbox"] = {"$each": [p.model_dump() for p in pending]}
+    async with write_lock(Order, order_id):
+        result = await Order.get_pymongo_collection().update_one(
+            {"_id": order_id, "status": expected},
+            {"$set": {"status": to, "updatedAt": step.at, **(changes or {})}, "$push": pushes},
+        )
+    if not result.matched_count:
+        log.info("order %s is no longer %s; %s not applied", order_id, expected, to)
+        return False
+    await outbox.flush(Order, order_id)
+    return True
+
+
+async def charge_once(order: Order) -> Payment:
+    """The order's payment: charged at most once, with the order id as the idempotency key.
+
+    A Payment already recorded is the answer. Otherwise the processor is asked (it answers a key
+    it has seen with its first result, covering a crash between its charge and our record) and
+    its result is recorded; the unique id keeps one record when two deliveries race.
+    TransientPaymentError propagates: the handler answers RETRY.
+    """
+    order_id = str(order.id)
+    recorded = await Payment.get(order_id)
+    if recorded is not None:
+        return recorded
+    processor = get_processor()
+    result = await processor.charge(
+        idempotency_key=order_id, token=order.paymentToken, amount_cents=order.totalCents, currency=order.currency
+    )
+    payment = Payment(
+        id=order_id,
+        provider=processor.name,
+        chargeId=result.chargeId,
+        status="approved" if result.approved else "declined",
+        reason=result.reason,
+        amountCents=order.totalCents,
+        currency=order.currency,
+    )
+    try:
+        await payment.insert()
+    except DuplicateKeyError:
+        payment = await Payment.get(order_id)
+    return payment

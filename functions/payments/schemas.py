@@ -1,0 +1,155 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, EmailStr, StringConstraints
+
+from functions.common.contracts import OrderLine
+from functions.payments.models import Invoice, Order, OrderStatus, Transition
+from functions.payments.pricing import money
+
+# A card token as processors issue them ("tok_visa"); never a card number.
+CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+
+
+class PaymentMethod(BaseModel):
+    token: CardToken
+
+
+class PlaceOrder(BaseModel):
+    # Only how to pay: the lines come from the caller's cart and the prices from products, so
+    # any items or prices a client sends are ignored.
+    paymentMethod: PaymentMethod
+
+
+class OrderPlaced(BaseModel):
+    orderId: str
+    status: OrderStatus
+    total: float
+    totalCents: int
+    currency: str
+
+    @classmethod
+    def of(cls, order: Order) -> "OrderPlaced":
+        return cls(
+            orderId=str(order.id),
+            status=order.status,
+            total=money(order.totalCents),
+            totalCents=order.totalCents,
+            currency=order.currency,
+        )
+
+
+class LineOut(BaseModel):
+    productId: str
+    name: str
+    unitPrice: float
+    unitPriceCents: int
+    quantity: int
+    lineTotal: float
+    lineTotalCents: int
+
+    @classmethod
+    def of(cls, line: OrderLine) -> "LineOut":
+        return cls(
+            productId=line.productId,
+            name=line.name,
+            unitPrice=money(line.unitPriceCents),
+            unitPriceCents=line.unitPriceCents,
+            quantity=line.quantity,
+            lineTotal=money(line.line_total_cents),
+            lineTotalCents=line.line_total_cents,
+        )
+
+
+class InvoiceOut(BaseModel):
+    number: str
+    issuedAt: datetime
+    lines: list[LineOut]
+    subtotal: float
+    subtotalCents: int
+    taxRate: float
+    tax: float
+    taxCents: int
+    total: float
+    totalCents: int
+    currency: str
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> "InvoiceOut":
+        return cls(
+            number=invoice.number,
+            issuedAt=invoice.issuedAt,
+            lines=[LineOut.of(line) for line in invoice.lines],
+            subtotal=money(invoice.subtotalCents),
+            subtotalCents=invoice.subtotalCents,
+            taxRate=invoice.taxRate,
+            tax=money(invoice.taxCents),
+            taxCents=invoice.taxCents,
+            total=money(invoice.totalCents),
+            totalCents=invoice.totalCents,
+            currency=invoice.currency,
+        )
+
+
+class OrderOut(BaseModel):
+    id: str
+    orderId: str
+    userId: str
+    email: str
+    status: OrderStatus
+    lines: list[LineOut]
+    subtotal: float
+    subtotalCents: int
+    taxRate: float
+    tax: float
+    taxCents: int
+    total: float
+    totalCents: int
+    currency: str
+    paymentId: str | None
+    failureReason: str | None
+    invoiceNumber: str | None
+    invoice: InvoiceOut | None
+    history: list[Transition]
+    createdAt: datetime
+    updatedAt: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> "OrderOut":
+        return cls(
+            id=str(order.id),
+            orderId=str(order.id),
+            userId=order.userId,
+            email=order.email,
+            status=order.status,
+            lines=[LineOut.of(line) for line in order.lines],
+            subtotal=money(order.subtotalCents),
+            subtotalCents=order.subtotalCents,
+            taxRate=order.taxRate,
+            tax=money(order.taxCents),
+            taxCents=order.taxCents,
+            total=money(order.totalCents),
+            totalCents=order.totalCents,
+            currency=order.currency,
+            paymentId=order.paymentId,
+            failureReason=order.failureReason,
+            invoiceNumber=order.invoiceNumber,
+            invoice=InvoiceOut.of(order.invoice) if order.invoice else None,
+            history=order.history,
+            createdAt=order.createdAt,
+            updatedAt=order.updatedAt,
+        )
+
+
+class FactureRequest(BaseModel):
+    to: EmailStr
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    content: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
+
+
+class MailQueued(BaseModel):
+    id: str
+    to: str
+    subject: str
+    createdAt: datetime

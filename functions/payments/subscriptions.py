@@ -1,0 +1,149 @@
+"""Payments' topic handlers: the steps of the order saga that are payments' to take."""
+
+import logging
+
+from functions.common import outbox
+from functions.common.consumers import EventContext, PermanentError, Subscriptions
+from functions.common.contracts import (
+    EmailRequested,
+    InvoiceProcessing,
+    OrderCancelled,
+    PaymentFailed,
+    PaymentProcessed,
+    StockRejected,
+    StockReserved,
+)
+from functions.common.outbox import now, write_lock
+from functions.payments import APP_ID
+from functions.payments.invoicing import (
+    allocate_invoice_number,
+    build_invoice,
+    invoice_content,
+    invoice_subject,
+)
+from functions.payments.models import Order
+from functions.payments.saga import charge_once, load_order, stage, transition
+
+log = logging.getLogger(__name__)
+subscriptions = Subscriptions(APP_ID)
+
+
+@subscriptions.handler(StockReserved)
+async def charge_reserved_order(event: StockReserved, context: EventContext) -> None:
+    """Stock is held: charge the card. Approved → paid + payment_processed; declined →
+    payment_failed, staging payment_failed and order_cancelled (products gives the stock back). A
+    transient processor failure raises, so Dapr redelivers; the order waits in stock_reserved."""
+    order = await load_order(event.orderId)
+    if order.status == "pending":
+        await transition(order.id, expected="pending", to="stock_reserved", event_id=context.id)
+        order = await load_order(event.orderId)
+    if order.status != "stock_reserved":
+        log.info("order %s is %s; stock_reserved %s changes nothing", order.id, order.status, context.id)
+        return
+
+    payment = await charge_once(order)
+    if payment.status == "approved":
+        await transition(
+            order.id,
+            expected="stock_reserved",
+            to="paid",
+            event_id=context.id,
+            changes={"paymentId": payment.chargeId},
+            events=[PaymentProcessed(orderId=str(order.id), paymentId=payment.chargeId, amountCents=payment.amountCents)],
+        )
+    else:
+        reason = payment.reason or "Payment declined"
+        await transition(
+            order.id,
+            expected="stock_reserved",
+            to="payment_failed",
+            event_id=context.id,
+            reason=reason,
+            changes={"paymentId": payment.chargeId, "failureReason": reason},
+            events=[
+                PaymentFailed(orderId=str(order.id), reason=reason),
+                OrderCancelled(orderId=str(order.id), reason=f"Payment failed: {reason}"),
+            ],
+        )
+
+
+@subscriptions.handler(StockRejected)
+async def reject_order(event: StockRejected, context: EventContext) -> None:
+    """Not enough stock: the order is rejected. No order_cancelled: products reserves all of an
+    order's lines or none, so a rejected order holds no stock to give back."""
+    order = await load_order(event.orderId)
+    if order.status != "pending":
+        log.info("order %s is %s; stock_rejected %s changes nothing", order.id, order.status, context.id)
+        return
+    await transition(
+        order.id,
+        expected="pending",
+        to="rejected",
+        event_id=context.id,
+        reason=event.reason,
+        changes={"failureReason": event.reason},
+    )
+
+
+@subscriptions.handler(PaymentProcessed)
+async def invoice_paid_order(event: PaymentProcessed, context: EventContext) -> None:
+    """Paid: issue the invoice (its sequential number, lines, tax, total), move the order to
+    invoiced and stage invoice_processing."""
+    order = await load_order(event.orderId)
+    if order.status != "paid":
+        log.info("order %s is %s; payment_processed %s changes nothing", order.id, order.status, context.id)
+        return
+    issued_at = now()
+    number = await allocate_invoice_number(str(order.id), issued_at.year)
+    invoice = build_invoice(order, number, issued_at)
+    await transition(
+        order.id,
+        expected="paid",
+        to="invoiced",
+        event_id=context.id,
+        changes={"invoiceNumber": number, "invoice": invoice.model_dump()},
+        events=[
+            InvoiceProcessing(
+                orderId=str(order.id),
+                invoiceNumber=number,
+                userId=order.userId,
+                email=order.email,
+                lines=invoice.lines,
+                subtotalCents=invoice.subtotalCents,
+                taxRate=invoice.taxRate,
+                taxCents=invoice.taxCents,
+                totalCents=invoice.totalCents,
+                currency=invoice.currency,
+            )
+        ],
+    )
+
+
+@subscriptions.handler(InvoiceProcessing)
+async def mail_invoice(event: InvoiceProcessing, context: EventContext) -> None:
+    """The invoice is issued: ask notifications to e-mail it, once per order."""
+    order = await load_order(event.orderId)
+    if order.invoice is None or order.invoiceNumber != event.invoiceNumber:
+        raise PermanentError(f"order {order.id} has no invoice {event.invoiceNumber}")
+    if order.invoiceEmailEventId is not None:
+        log.info("invoice of order %s was already sent to be mailed", order.id)
+        return
+    order_id = str(order.id)
+    [pending] = stage(
+        EmailRequested(
+            to=order.email,
+            subject=invoice_subject(order_id),
+            content=invoice_content(order_id, order.invoice),
+            template="invoice",
+            orderId=order_id,
+            invoiceNumber=order.invoiceNumber,
+        ),
+        order_id=order_id,
+    )
+    async with write_lock(Order, order.id):
+        # Conditional on no invoice e-mail staged yet: two deliveries stage one e-mail.
+        await Order.get_pymongo_collection().update_one(
+            {"_id": order.id, "invoiceEmailEventId": None},
+            {"$set": {"invoiceEmailEventId": pending.id, "updatedAt": now()}, "$push": outbox.push(pending)},
+        )
+    await outbox.flush(Order, order.id)

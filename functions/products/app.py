@@ -1,0 +1,19 @@
+from functions.common.web import create_app
+from functions.products import APP_ID
+from functions.products.catalogue import seed_catalogue
+from functions.products.models import CatalogueSeed, Product, StockReservation
+from functions.products.routes import router
+from functions.products.subscriptions import subscriptions
+
+app = create_app(
+    app_id=APP_ID,
+    title="products",
+    description=(
+        "The catalogue (read by anyone, changed by admins) and its stock. Publishes `product_created`, "
+        "`stock_reserved`, `stock_rejected`; consumes `order_created`, `order_cancelled`, `payment_processed`."
+    ),
+    models=[Product, StockReservation, CatalogueSeed],
+    routers=[router],
+    subscriptions=subscriptions,
+    on_startup=[seed_catalogue],
+)

@@ -1,0 +1,80 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from functions.common.web import Envelope
+from functions.products.models import Product
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Price = Annotated[Decimal, Field(gt=0, le=Decimal("1000000"), decimal_places=2, examples=[12.5])]
+Stock = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+def cents(price: Decimal) -> int:
+    return int(price * 100)
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    price: float  # two decimals, from priceCents
+    priceCents: int
+    category: str
+    stock: int
+    createdAt: datetime
+    updatedAt: datetime
+
+    @classmethod
+    def of(cls, product: Product) -> "ProductOut":
+        return cls(
+            id=str(product.id),
+            name=product.name,
+            description=product.description,
+            price=round(product.priceCents / 100, 2),
+            priceCents=product.priceCents,
+            category=product.category,
+            stock=product.stock,
+            createdAt=product.createdAt,
+            updatedAt=product.updatedAt,
+        )
+
+
+class ProductPage(Envelope[list[ProductOut]]):
+    total: int  # how many match the filters, of which `data` is the page at offset/limit
+
+
+class ProductCreate(BaseModel):
+    name: Name
+    description: Description = ""
+    price: Price
+    category: Category
+    stock: Stock = 0
+
+
+class ProductUpdate(BaseModel):
+    name: Name | None = None
+    description: Description | None = None
+    price: Price | None = None
+    category: Category | None = None
+    stock: Stock | None = None
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> "ProductUpdate":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of name, description, price, category, stock")
+        nulls = sorted(f for f in self.model_fields_set if getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+    def changes(self) -> dict:
+        """The fields to $set, as stored."""
+        values = self.model_dump(include=self.model_fields_set)
+        if "price" in values:
+            values["priceCents"] = cents(values.pop("price"))
+        return values

@@ -1,0 +1,221 @@
+"""Stock reservations for the order saga: all of an order's lines or none, never below zero.
+
+Each product keeps a hold per order in flight (`holds.<order>` = units). Taking units is one
+conditional update — enough stock and no hold for this order yet — that decrements the stock
+and writes the hold; giving them back is the reverse, conditional on the hold. So an order can
+take or give back a product's units only once, however often its events are redelivered and
+wherever a crash falls. The order's `StockReservation` records its lines and its outcome, and
+carries the outcome event in its outbox.
+
+FerretDB 1.x (the local database) applies an update as read-modify-write without isolation, so
+two concurrent updates of one document can lose one of them; MongoDB makes each conditional
+update atomic. Every write to a product's stock in this process therefore goes through
+`product_lock`, which makes one replica correct on either database; across replicas the
+conditional filters are what keep stock from going negative, which needs MongoDB.
+"""
+
+import asyncio
+import hashlib
+import logging
+import re
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from beanie import PydanticObjectId
+from bson.errors import InvalidId
+from pymongo.errors import DuplicateKeyError
+
+from functions.common import outbox
+from functions.common.contracts import OrderLine, StockRejected, StockReserved
+from functions.common.outbox import PendingEvent, now
+from functions.products import APP_ID
+from functions.products.models import Product, ReservedLine, StockReservation
+
+log = logging.getLogger(__name__)
+
+_locks: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+class ReservationInProgress(Exception):
+    """The order's reservation is still being taken: handling its cancellation must wait (RETRY)."""
+
+
+@asynccontextmanager
+async def _locked(name: str) -> AsyncIterator[None]:
+    lock = _locks.get(name)
+    if lock is None:
+        lock = _locks[name] = asyncio.Lock()
+    async with lock:
+        yield
+
+
+def product_lock(product_id: str):
+    """Serialise this process's writes to one product (see the module docstring)."""
+    return _locked(f"product:{product_id}")
+
+
+def parse_product_id(product_id: str) -> PydanticObjectId | None:
+    try:
+        return PydanticObjectId(product_id)
+    except (InvalidId, TypeError):
+        return None
+
+
+def hold_key(order_id: str) -> str:
+    """The order's field under `holds`: its id when that is a safe field name, else a digest."""
+    if _SAFE_KEY.match(order_id):
+        return order_id
+    return "sha256_" + hashlib.sha256(order_id.encode()).hexdigest()
+
+
+def merge_lines(lines: Iterable[OrderLine]) -> list[ReservedLine]:
+    """One line per product: two lines of one product are one hold of their sum."""
+    merged: dict[str, ReservedLine] = {}
+    for line in lines:
+        if line.productId in merged:
+            merged[line.productId].quantity += line.quantity
+        else:
+            merged[line.productId] = ReservedLine(productId=line.productId, name=line.name, quantity=line.quantity)
+    return list(merged.values())
+
+
+async def _take(order_id: str, line: ReservedLine) -> bool:
+    """Take the line's units for the order; True if the order holds them now."""
+    product_id = parse_product_id(line.productId)
+    if product_id is None:
+        return False
+    hold = f"holds.{hold_key(order_id)}"
+    products = Product.get_pymongo_collection()
+    async with product_lock(line.productId):
+        taken = await products.update_one(
+            {"_id": product_id, "stock": {"$gte": line.quantity}, hold: {"$exists": False}},
+            {"$inc": {"stock": -line.quantity}, "$set": {hold: line.quantity, "updatedAt": now()}},
+        )
+        if taken.matched_count:
+            return True
+        # An earlier delivery of this order may already have taken them before it stopped.
+        return await products.count_documents({"_id": product_id, hold: {"$exists": True}}, limit=1) > 0
+
+
+async def _give_back(order_id: str, line: ReservedLine) -> None:
+    """Return the units the order holds of this product, if it holds any."""
+    product_id = parse_product_id(line.productId)
+    if product_id is None:
+        return
+    hold = f"holds.{hold_key(order_id)}"
+    async with product_lock(line.productId):
+        await Product.get_pymongo_collection().update_one(
+            {"_id": product_id, hold: {"$exists": True}},
+            {"$inc": {"stock": line.quantity}, "$unset": {hold: ""}, "$set": {"updatedAt": now()}},
+        )
+
+
+async def _keep(order_id: str, line: ReservedLine) -> None:
+    """The order was paid: its units are sold, so drop the hold without returning them."""
+    product_id = parse_product_id(line.productId)
+    if product_id is None:
+        return
+    hold = f"holds.{hold_key(order_id)}"
+    async with product_lock(line.productId):
+        await Product.get_pymongo_collection().update_one(
+            {"_id": product_id, hold: {"$exists": True}}, {"$unset": {hold: ""}}
+        )
+
+
+async def _available(line: ReservedLine) -> bool:
+    product_id = parse_product_id(line.productId)
+    if product_id is None:
+        return False
+    return await Product.find_one({"_id": product_id, "stock": {"$gte": line.quantity}}) is not None
+
+
+async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
+    """Reserve every line of the order or none, and stage `stock_reserved` / `stock_rejected`."""
+    async with _locked(f"order:{order_id}"):
+        reservation = StockReservation(id=order_id, state="reserving", lines=merge_lines(lines))
+        try:
+            await reservation.insert()
+        except DuplicateKeyError:
+            reservation = await StockReservation.get(order_id)
+            if reservation.state != "reserving":
+                # Decided already (or cancelled before it arrived): nothing changes; only make
+                # sure the outcome event left.
+                await outbox.flush(StockReservation, order_id)
+                return reservation
+            # "reserving": an earlier delivery stopped half way; its holds are found and kept.
+
+        short: list[str] = []
+        for line in reservation.lines:
+            if short:
+                # Already rejected: take nothing more, only find which other lines are short.
+                if not await _available(line):
+                    short.append(line.productId)
+            elif not await _take(order_id, line):
+                short.append(line.productId)
+
+        if not reservation.lines:
+            state, reason = "rejected", "The order has no lines"
+            outcome = StockRejected(orderId=order_id, reason=reason)
+        elif short:
+            for line in reservation.lines:  # compensate: give back whatever this order took
+                await _give_back(order_id, line)
+            names = [line.name for line in reservation.lines if line.productId in short]
+            state, reason = "rejected", "Not enough stock for: " + ", ".join(names)
+            outcome = StockRejected(orderId=order_id, reason=reason, productIds=short)
+        else:
+            state, reason = "reserved", None
+            outcome = StockReserved(orderId=order_id)
+
+        pending = PendingEvent.of(outcome, source=APP_ID, key=order_id)
+        collection = StockReservation.get_pymongo_collection()
+        decided = await collection.update_one(
+            {"_id": order_id, "state": "reserving"},
+            {
+                "$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()},
+                "$push": outbox.push(pending),
+            },
+        )
+        if not decided.matched_count:
+            log.warning("reservation %s was decided by another delivery", order_id)
+        await outbox.flush(StockReservation, order_id)
+        return await StockReservation.get(order_id)
+
+
+async def release(order_id: str) -> None:
+    """The order was cancelled: give back exactly what it holds, once."""
+    async with _locked(f"order:{order_id}"):
+        reservation = await StockReservation.get(order_id)
+        if reservation is None:
+            # The cancellation overtook its order_created: leave a marker so that, when the
+            # order arrives, it reserves nothing.
+            try:
+                await StockReservation(id=order_id, state="cancelled", lines=[]).insert()
+                return
+            except DuplicateKeyError:
+                reservation = await StockReservation.get(order_id)
+        if reservation.state == "reserving":
+            raise ReservationInProgress(f"order {order_id} is still reserving stock")
+        if reservation.state == "committed":
+            log.warning("order %s was cancelled after it was paid; its sold stock stays sold", order_id)
+        if reservation.state != "reserved":
+            return  # rejected orders already gave back their units; released ones did too
+        for line in reservation.lines:
+            await _give_back(order_id, line)
+        await StockReservation.get_pymongo_collection().update_one(
+            {"_id": order_id, "state": "reserved"}, {"$set": {"state": "released", "updatedAt": now()}}
+        )
+
+
+async def commit(order_id: str) -> None:
+    """The order was paid: its reserved units are sold; drop its holds."""
+    async with _locked(f"order:{order_id}"):
+        reservation = await StockReservation.get(order_id)
+        if reservation is None or reservation.state != "reserved":
+            return
+        for line in reservation.lines:
+            await _keep(order_id, line)
+        await StockReservation.get_pymongo_collection().update_one(
+            {"_id": order_id, "state": "reserved"}, {"$set": {"state": "committed", "updatedAt": now()}}
+        )

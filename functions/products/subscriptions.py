@@ -1,0 +1,23 @@
+"""The products side of the order saga: reserve on order_created, release on order_cancelled,
+and drop the holds of a paid order on payment_processed."""
+
+from functions.common.consumers import EventContext, Subscriptions
+from functions.common.contracts import OrderCancelled, OrderCreated, PaymentProcessed
+from functions.products import APP_ID, stock
+
+subscriptions = Subscriptions(APP_ID)
+
+
+@subscriptions.handler(OrderCreated)
+async def reserve_order_stock(event: OrderCreated, context: EventContext) -> None:
+    await stock.reserve(event.orderId, event.lines)
+
+
+@subscriptions.handler(OrderCancelled)
+async def release_order_stock(event: OrderCancelled, context: EventContext) -> None:
+    await stock.release(event.orderId)
+
+
+@subscriptions.handler(PaymentProcessed)
+async def keep_paid_order_stock(event: PaymentProcessed, context: EventContext) -> None:
+    await stock.commit(event.orderId)

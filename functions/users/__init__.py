@@ -1,0 +1,3 @@
+"""users: registration, login (JWT) and the caller's profile."""
+
+APP_ID = "users"

@@ -1,0 +1,37 @@
+from datetime import datetime
+
+from beanie import Document
+from pydantic import Field
+from pymongo import IndexModel
+
+from functions.common.auth import Role
+from functions.common.outbox import HasOutbox, now
+
+
+def stored_now() -> datetime:
+    """Now, to the millisecond MongoDB keeps: the API answers the same before and after a save."""
+    moment = now()
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class User(Document, HasOutbox):
+    name: str
+    lastName: str
+    email: str  # stored lower-cased, so the unique index ignores case
+    # Only the configured admin account has no phone; the field is then absent (not null), which
+    # the sparse unique index skips.
+    phone: str | None = None
+    passwordHash: str
+    role: Role = "customer"
+    createdAt: datetime = Field(default_factory=stored_now)
+    lastLoginAt: datetime | None = None
+
+    class Settings:
+        name = "users"
+        keep_nulls = False
+        # The indexes, not a look-up before the insert, decide which of two concurrent
+        # registrations of one e-mail or phone wins.
+        indexes = [
+            IndexModel("email", unique=True, name="email_unique"),
+            IndexModel("phone", unique=True, sparse=True, name="phone_unique"),
+        ]

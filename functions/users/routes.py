@@ -1,0 +1,88 @@
+import asyncio
+from functools import cache
+
+from beanie import PydanticObjectId
+from bson.errors import InvalidId
+from fastapi import APIRouter, HTTPException, status
+from pymongo.errors import DuplicateKeyError
+
+from functions.common import outbox
+from functions.common.auth import CurrentUser, hash_password, issue_token, verify_password
+from functions.common.contracts import UserLoggedIn, UserRegistered
+from functions.common.outbox import PendingEvent, now
+from functions.common.web import Envelope
+from functions.users import APP_ID
+from functions.users.models import User
+from functions.users.schemas import LoginRequest, RegisterRequest, Session, UserOut
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+BAD_CREDENTIALS = "Invalid email or password"
+
+
+@cache
+def _decoy_hash() -> str:
+    """A hash to verify against for unknown e-mails, so both failures take the same time."""
+    return hash_password("decoy-password-never-matches")
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, summary="Register a customer")
+async def register(body: RegisterRequest) -> Envelope[UserOut]:
+    # Friendly messages for the common case; the unique indexes still decide under races.
+    if await User.find_one(User.email == body.email):
+        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this email already exists")
+    if await User.find_one(User.phone == body.phone):
+        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this phone already exists")
+
+    password_hash = await asyncio.to_thread(hash_password, body.password)
+    user = User(
+        id=PydanticObjectId(),
+        name=body.name,
+        lastName=body.lastName,
+        email=body.email,
+        phone=body.phone,
+        passwordHash=password_hash,
+    )
+    # The welcome event is saved inside the user: it exists only if the user does.
+    user.stage(
+        UserRegistered(userId=str(user.id), email=user.email, name=user.name, lastName=user.lastName),
+        source=APP_ID,
+        key=str(user.id),
+    )
+    try:
+        await user.insert()
+    except DuplicateKeyError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this email or phone already exists") from exc
+    await outbox.flush(User, user.id)
+    return Envelope(message="User registered", data=UserOut.of(user))
+
+
+@router.post("/login", summary="Log in; returns a JWT valid for one hour")
+async def login(body: LoginRequest) -> Envelope[Session]:
+    user = await User.find_one(User.email == body.email.strip().lower())
+    matches = await asyncio.to_thread(
+        verify_password, user.passwordHash if user else _decoy_hash(), body.password
+    )
+    if user is None or not matches:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS)
+
+    logged_in = now()
+    pending = PendingEvent.of(UserLoggedIn(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
+    # The login time and its event in one write, relayed like every other event.
+    await User.get_pymongo_collection().update_one(
+        {"_id": user.id}, {"$set": {"lastLoginAt": logged_in}, "$push": outbox.push(pending)}
+    )
+    await outbox.flush(User, user.id)
+    token = issue_token(str(user.id), user.email, user.role)
+    return Envelope(message="Logged in", data=Session(token=token, user=UserOut.of(user)))
+
+
+@router.get("/me", summary="The caller's own profile")
+async def me(principal: CurrentUser) -> Envelope[UserOut]:
+    try:
+        user = await User.get(PydanticObjectId(principal.id))
+    except InvalidId:
+        user = None
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+    return Envelope(message="Current user", data=UserOut.of(user))

@@ -1,0 +1,40 @@
+"""Start-up: the admin account from SHOP_ADMIN_EMAIL / SHOP_ADMIN_PASSWORD."""
+
+import asyncio
+import logging
+
+from pymongo.errors import DuplicateKeyError
+
+from functions.common.auth import hash_password
+from functions.common.settings import get_settings
+from functions.users.models import User
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_admin() -> None:
+    """Create the admin account if it is missing; never touches an existing account.
+
+    Safe when several replicas start at once: the unique e-mail index lets one insert win and
+    the others find the account already there.
+    """
+    settings = get_settings()
+    email = settings.admin_email.strip().lower()
+    existing = await User.find_one(User.email == email)
+    if existing is None:
+        admin = User(
+            name="Admin",
+            lastName="Shop",
+            email=email,
+            passwordHash=await asyncio.to_thread(hash_password, settings.admin_password),
+            role="admin",
+        )
+        try:
+            await admin.insert()
+            log.info("created the admin account %s", email)
+            return
+        except DuplicateKeyError:
+            existing = await User.find_one(User.email == email)
+    if existing is not None and existing.role != "admin":
+        # Promoting it would hand admin rights to whoever registered that e-mail first.
+        log.error("SHOP_ADMIN_EMAIL %s belongs to a customer account; no admin was created", email)

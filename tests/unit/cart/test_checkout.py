@@ -1,0 +1,91 @@
+"""cart_checkout: the order placed from a cart empties those lines, silently and idempotently."""
+
+import uuid
+from datetime import datetime, timedelta
+
+from functions.cart.models import Cart
+from functions.cart.subscriptions import empty_checked_out_lines
+from functions.common.consumers import EventContext, deliver
+from functions.common.contracts import CartCheckedOut
+
+
+async def fill(client, shopper, *products, quantity: int = 1) -> Cart:
+    for product in products:
+        response = await client.post("/api/cart/items", headers=shopper.headers, json={"productId": product["id"], "quantity": quantity})
+        assert response.status_code == 201
+    return await Cart.get(shopper.id)
+
+
+def checkout(shopper, *products, cart_updated_at=None) -> CartCheckedOut:
+    return CartCheckedOut(
+        userId=shopper.id,
+        orderId=uuid.uuid4().hex[:24],
+        productIds=[p["id"] for p in products],
+        cartUpdatedAt=cart_updated_at,
+    )
+
+
+def context(event_id: str | None = None) -> EventContext:
+    return EventContext(id=event_id or f"evt_{uuid.uuid4().hex}", topic="cart_checkout")
+
+
+async def test_checkout_removes_the_ordered_lines_without_removal_emails(client, dapr, shopper, catalogue):
+    cafe, miel, jabon = catalogue("Café"), catalogue("Miel"), catalogue("Jabón")
+    await fill(client, shopper, cafe, miel, jabon)
+    published_before = len(dapr.published)
+
+    await empty_checked_out_lines(checkout(shopper, cafe, miel), context())
+
+    cart = await Cart.get(shopper.id)
+    assert list(cart.lines) == [jabon["id"]]  # a product not in the order stays
+    assert len(dapr.published) == published_before  # no cart_removals, nothing at all
+    items = (await client.get("/api/cart/items", headers=shopper.headers)).json()["data"]["items"]
+    assert [i["productId"] for i in items] == [jabon["id"]]
+
+
+async def test_checkout_is_idempotent(client, dapr, shopper, catalogue):
+    cafe, miel = catalogue("Café"), catalogue("Miel")
+    await fill(client, shopper, cafe, miel)
+    event = checkout(shopper, cafe)
+    cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "topic": "cart_checkout", "data": event.model_dump(mode="json")}
+
+    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    after_first = await Cart.get(shopper.id)
+    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"  # the inbox skips it
+    await empty_checked_out_lines(event, context())  # the handler alone, as after a crash before the inbox
+    again = await Cart.get(shopper.id)
+    assert list(again.lines) == [miel["id"]]
+    assert again.lines == after_first.lines
+
+
+async def test_a_line_changed_after_the_cart_was_read_stays(client, dapr, shopper, catalogue):
+    cafe, miel = catalogue("Café"), catalogue("Miel")
+    await fill(client, shopper, cafe, miel)
+    # Payments reads the cart over HTTP and sends back the latest line change it saw.
+    read = (await client.get("/api/cart/items", headers=shopper.headers)).json()["data"]["items"]
+    read_up_to = max(datetime.fromisoformat(item["updatedAt"]) for item in read)
+    event = checkout(shopper, cafe, miel, cart_updated_at=read_up_to)
+
+    # While the order is being placed, the customer adds another café.
+    await fill(client, shopper, cafe)
+    cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "data": event.model_dump(mode="json")}  # through JSON, as delivered
+    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    await empty_checked_out_lines(event, context())  # redelivered under another id: still the same
+
+    cart = await Cart.get(shopper.id)
+    assert list(cart.lines) == [cafe["id"]] and cart.lines[cafe["id"]].quantity == 2
+    assert read_up_to < cart.lines[cafe["id"]].updatedAt <= read_up_to + timedelta(minutes=1)
+
+
+async def test_checkout_of_a_user_without_a_cart_or_with_odd_ids_changes_nothing(client, dapr, shopper, catalogue):
+    cafe = catalogue("Café")
+    await empty_checked_out_lines(checkout(shopper, cafe), context())
+    assert await Cart.get(shopper.id) is None
+    await fill(client, shopper, cafe)
+    odd = CartCheckedOut(userId=shopper.id, orderId="o1", productIds=["$where", "lines.x", ""])
+    await empty_checked_out_lines(odd, context())
+    assert list((await Cart.get(shopper.id)).lines) == [cafe["id"]]
+
+
+async def test_a_malformed_checkout_event_is_dropped(client, dapr):
+    assert await deliver(CartCheckedOut, empty_checked_out_lines, {"id": "evt_bad", "data": {"userId": "u"}}) == "DROP"

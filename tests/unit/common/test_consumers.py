@@ -1,0 +1,119 @@
+"""Topic handlers: inbox idempotency, SUCCESS / RETRY / DROP, and the Dapr subscription."""
+
+import uuid
+
+import httpx
+from fastapi import FastAPI
+
+from functions.common.consumers import (
+    EventContext,
+    PermanentError,
+    ProcessedEvent,
+    Subscriptions,
+    dead_letter_topic,
+    deliver,
+)
+from functions.common.contracts import OrderCancelled, StockReserved
+from dapr.ext.fastapi import DaprApp
+
+
+def cloud_event(order_id: str = "o1", event_id: str | None = None) -> dict:
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex}",
+        "topic": "stock_reserved",
+        "type": "shop.stock_reserved.v1",
+        "source": "products",
+        "data": {"orderId": order_id, "somethingNewer": "ignored"},
+    }
+
+
+class Recorder:
+    """A handler that records its calls and fails as told."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.calls: list[tuple[StockReserved, EventContext]] = []
+        self.failures = list(failures)
+
+    async def handle_stock_reserved(self, event: StockReserved, context: EventContext) -> None:
+        self.calls.append((event, context))
+        if self.failures:
+            raise self.failures.pop(0)
+
+
+async def test_a_handled_event_is_recorded_and_a_redelivery_skipped(database):
+    recorder = Recorder()
+    delivered = cloud_event()
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+
+    [(event, context)] = recorder.calls
+    assert event == StockReserved(orderId="o1")
+    assert (context.id, context.topic, context.source) == (delivered["id"], "stock_reserved", "products")
+    inbox = await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}")
+    assert inbox is not None and inbox.topic == "stock_reserved"
+
+
+async def test_a_new_event_id_is_handled_again(database):
+    recorder = Recorder()
+    for _ in range(2):
+        assert await deliver(StockReserved, recorder.handle_stock_reserved, cloud_event()) == "SUCCESS"
+    assert len(recorder.calls) == 2
+
+
+async def test_a_transient_failure_asks_for_a_retry_and_the_retry_is_handled(database):
+    recorder = Recorder(RuntimeError("database hiccup"))
+    delivered = cloud_event()
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
+    assert await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}") is None
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert len(recorder.calls) == 2
+
+
+async def test_a_permanent_failure_is_dropped_to_the_dead_letter(database):
+    recorder = Recorder(PermanentError("unknown order"))
+    delivered = cloud_event()
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "DROP"
+    assert await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}") is None
+
+
+async def test_malformed_events_are_dropped_without_calling_the_handler(database):
+    recorder = Recorder()
+    for malformed in (
+        {"data": {"orderId": "o1"}},  # no id
+        {"id": "evt_1", "data": {}},  # missing field
+        {"id": "evt_2", "data": {"orderId": ["not", "a", "string"]}},
+        {"id": "evt_3", "data": "not an object"},
+    ):
+        assert await deliver(StockReserved, recorder.handle_stock_reserved, malformed) == "DROP", malformed
+    assert recorder.calls == []
+
+
+async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_dapr(database):
+    recorder = Recorder(RuntimeError("later"))
+    subscriptions = Subscriptions("unit")
+    subscriptions.handler(StockReserved)(recorder.handle_stock_reserved)
+
+    async def handle_order_cancelled(event: OrderCancelled, context: EventContext) -> None:
+        raise PermanentError("never")
+
+    subscriptions.handler(OrderCancelled)(handle_order_cancelled)
+    app = FastAPI()
+    subscriptions.mount(DaprApp(app), "pubsub")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        listed = (await client.get("/dapr/subscribe")).json()
+        assert [(s["topic"], s["route"], s["deadLetterTopic"], s["pubsubname"]) for s in listed] == [
+            ("stock_reserved", "/events/stock_reserved", dead_letter_topic("unit", "stock_reserved"), "pubsub"),
+            ("order_cancelled", "/events/order_cancelled", "dlq_unit_order_cancelled", "pubsub"),
+        ]
+        # Dapr posts CloudEvents as application/cloudevents+json.
+        headers = {"Content-Type": "application/cloudevents+json"}
+        delivered = cloud_event()
+        retry = await client.post("/events/stock_reserved", json=delivered, headers=headers)
+        success = await client.post("/events/stock_reserved", json=delivered, headers=headers)
+        drop = await client.post(
+            "/events/order_cancelled", json={"id": "evt_c", "data": {"orderId": "o1", "reason": "x"}}, headers=headers
+        )
+    assert (retry.status_code, retry.json()) == (200, {"status": "RETRY"})
+    assert success.json() == {"status": "SUCCESS"}
+    assert drop.json() == {"status": "DROP"}

@@ -1,0 +1,124 @@
+"""The outbox: an event staged in the same write as its change, relayed, audited, swept."""
+
+import json
+import uuid
+
+import httpx
+import pytest
+import respx
+
+from functions.common import outbox, sidecar
+from functions.common.contracts import ProductCreated, StockReserved
+from functions.common.outbox import AuditEvent, OutboxRelay, PendingEvent
+from tests.unit.common.conftest import Parcel
+from tests.unit.conftest import SIDECAR
+
+
+def created(product_id: str) -> ProductCreated:
+    return ProductCreated(productId=product_id, name="Café", priceCents=1250, category="Bebidas", stock=3)
+
+
+async def test_a_staged_event_is_saved_with_its_document_and_published_only_on_flush(database, dapr):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    pending = parcel.stage(created("p1"), source="products", key="p1")
+    await parcel.insert()
+
+    stored = await Parcel.get(parcel.id)
+    assert [p.id for p in stored.outbox] == [pending.id]  # the change and its event: one write
+    assert dapr.published == []
+
+    await outbox.flush(Parcel, parcel.id)
+
+    [event] = dapr.published
+    assert event == {
+        "topic": "product_created",
+        "specversion": "1.0",
+        "id": pending.id,
+        "source": "products",
+        "type": "shop.product_created.v1",
+        "time": pending.time.isoformat(),
+        "datacontenttype": "application/json",
+        "data": {"productId": "p1", "name": "Café", "priceCents": 1250, "category": "Bebidas", "stock": 3},
+    }
+    request = dapr.router.calls.last.request
+    assert request.url.params["metadata.partitionKey"] == "p1"
+    assert request.headers["content-type"] == "application/cloudevents+json"
+    assert (await Parcel.get(parcel.id)).outbox == []
+    audit = await AuditEvent.get(pending.id)
+    assert (audit.topic, audit.source, audit.key, audit.data) == ("product_created", "products", "p1", event["data"])
+
+
+async def test_an_atomic_update_can_stage_its_event_too(database, dapr):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    await parcel.insert()
+    pending = PendingEvent.of(StockReserved(orderId="o1"), source="products", key="o1")
+    result = await Parcel.get_pymongo_collection().update_one(
+        {"_id": parcel.id, "weight": 0}, {"$inc": {"weight": 5}, "$push": outbox.push(pending)}
+    )
+    assert result.modified_count == 1
+    await outbox.flush(Parcel, parcel.id)
+
+    assert [(e["topic"], e["id"], e["data"]) for e in dapr.published] == [("stock_reserved", pending.id, {"orderId": "o1"})]
+    stored = await Parcel.get(parcel.id)
+    assert stored.weight == 5 and stored.outbox == []
+
+
+async def test_with_the_sidecar_down_the_change_stays_and_the_sweep_publishes_it_later(database):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    pending = parcel.stage(created("p2"), source="products", key="p2")
+    await parcel.insert()
+
+    await sidecar.close()
+    with respx.mock() as router:
+        route = router.post(f"{SIDECAR}/v1.0/publish/pubsub/product_created").respond(500, text="no broker")
+        await outbox.flush(Parcel, parcel.id)  # never fails the caller
+        assert route.call_count == 1
+        assert [p.id for p in (await Parcel.get(parcel.id)).outbox] == [pending.id]
+        assert await AuditEvent.get(pending.id) is None
+
+        route.respond(204)
+        await sidecar.close()
+        relay = OutboxRelay([Parcel], sweep_seconds=3600)
+        assert await relay.sweep() >= 1
+        assert await relay.sweep() == 0  # nothing left to publish
+        published_ids = [json.loads(c.request.content)["id"] for c in route.calls]
+    await sidecar.close()
+
+    assert published_ids == [pending.id, pending.id]  # the failed try, then the sweep: one id
+    assert (await Parcel.get(parcel.id)).outbox == []
+    assert await AuditEvent.find(AuditEvent.id == pending.id).count() == 1
+
+
+async def test_a_republish_after_a_crash_keeps_one_audit_record(database, dapr):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    pending = parcel.stage(created("p3"), source="products", key="p3")
+    await parcel.insert()
+    raw = await Parcel.get_pymongo_collection().find_one({"_id": parcel.id}, {"outbox": 1})
+    # Published and audited, then the process died before pulling the event off the document.
+    await outbox.publish_pending(Parcel, raw)
+    await Parcel.get_pymongo_collection().update_one({"_id": parcel.id}, {"$set": {"outbox": raw["outbox"]}})
+
+    await OutboxRelay([Parcel], sweep_seconds=3600).sweep()
+
+    assert [e["id"] for e in dapr.published] == [pending.id, pending.id]
+    assert await AuditEvent.find(AuditEvent.id == pending.id).count() == 1
+    assert (await Parcel.get(parcel.id)).outbox == []
+
+
+async def test_events_from_several_documents_are_all_swept(database, dapr):
+    parcels = [Parcel(label=f"p-{uuid.uuid4().hex}") for _ in range(3)]
+    staged = [p.stage(created(f"p{i}"), source="products") for i, p in enumerate(parcels)]
+    for parcel in parcels:
+        await parcel.insert()
+    await OutboxRelay([Parcel], sweep_seconds=3600).sweep()
+    assert {e["id"] for e in dapr.published} >= {p.id for p in staged}
+    for parcel in parcels:
+        assert (await Parcel.get(parcel.id)).outbox == []
+
+
+async def test_the_sidecar_client_reports_failures_as_sidecar_errors(dapr):
+    dapr.router.post(f"{SIDECAR}/v1.0/publish/pubsub/refused").mock(side_effect=httpx.ConnectError("refused"))
+    dapr.router.post(f"{SIDECAR}/v1.0/publish/pubsub/forbidden").respond(403, text="not allowed")
+    for topic in ("refused", "forbidden"):
+        with pytest.raises(sidecar.SidecarError, match=topic):
+            await sidecar.publish_cloud_event(topic, {"id": "evt_1"}, None)

@@ -1,0 +1,35 @@
+import uuid
+
+import httpx
+import pytest
+
+from functions.common.settings import get_settings
+from functions.notifications.app import app
+from functions.notifications.mailer import SENDGRID_SEND_URL
+from tests.unit.conftest import running
+
+SENDGRID_KEY = "SG.unit-test-key"
+
+
+@pytest.fixture
+async def client(dapr):
+    """The notifications app, started for the whole test; respx (via `dapr`) catches every call."""
+    async with running(app) as client:
+        yield client
+
+
+@pytest.fixture
+def sendgrid(client, dapr, monkeypatch):
+    """SENDGRID_API_KEY set, and SendGrid's v3 mail/send mocked: answers 202 with a message id."""
+    monkeypatch.setenv("SENDGRID_API_KEY", SENDGRID_KEY)
+    get_settings.cache_clear()
+    route = dapr.router.post(SENDGRID_SEND_URL).mock(
+        side_effect=lambda request: httpx.Response(202, headers={"X-Message-Id": f"sg-{uuid.uuid4().hex[:12]}"})
+    )
+    yield route
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def new_address() -> str:
+    return f"ana.{uuid.uuid4().hex[:10]}@example.com"

@@ -1,0 +1,78 @@
+"""GET /api/notifications: the caller's own e-mails; admins read anyone's."""
+
+import uuid
+
+import pytest
+
+from functions.common.auth import issue_token
+from functions.common.consumers import EventContext
+from functions.common.contracts import UserRegistered
+from functions.notifications.subscriptions import send_welcome_email
+from tests.unit.notifications.conftest import new_address
+
+
+def bearer(email: str, role: str = "customer") -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token('u' * 24, email, role)}"}
+
+
+async def mail(to: str, name: str = "Ana") -> str:
+    event_id = f"evt_{uuid.uuid4().hex}"
+    await send_welcome_email(
+        UserRegistered(userId="u1", email=to, name=name, lastName="X"), EventContext(id=event_id, topic="welcome_flow")
+    )
+    return event_id
+
+
+@pytest.fixture
+async def two_customers(client):
+    ana, luis = new_address(), new_address()
+    ana_events = [await mail(ana, "Ana"), await mail(ana, "Ana otra vez")]
+    luis_events = [await mail(luis, "Luis")]
+    return {"ana": (ana, ana_events), "luis": (luis, luis_events)}
+
+
+async def test_a_customer_reads_only_their_own_emails_newest_first(client, two_customers):
+    ana, ana_events = two_customers["ana"]
+    response = await client.get("/api/notifications", headers=bearer(ana.upper()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["total"] == 2
+    assert [m["eventId"] for m in body["data"]] == list(reversed(ana_events))
+    mail = body["data"][0]
+    assert set(mail) == {
+        "id", "to", "subject", "html", "template", "status", "providerMessageId", "eventId", "topic",
+        "createdAt", "sentAt", "error",
+    }  # fmt: skip
+    assert mail["to"] == ana and mail["status"] == "outboxed" and "Ana otra vez" in mail["html"]
+
+
+async def test_a_customer_cannot_ask_for_someone_elses_emails(client, two_customers):
+    ana, _ = two_customers["ana"]
+    luis, _ = two_customers["luis"]
+    other = await client.get("/api/notifications", params={"to": luis}, headers=bearer(ana))
+    own = await client.get("/api/notifications", params={"to": ana}, headers=bearer(ana))
+    assert other.status_code == 403 and other.json()["message"]
+    assert own.status_code == 200 and own.json()["total"] == 2
+
+
+async def test_an_admin_reads_anyones_emails_and_filters_by_recipient(client, two_customers):
+    luis, luis_events = two_customers["luis"]
+    admin = bearer("admin@shop.local", "admin")
+    everyone = (await client.get("/api/notifications", params={"limit": 100}, headers=admin)).json()
+    assert everyone["total"] >= 3
+    filtered = (await client.get("/api/notifications", params={"to": luis.upper()}, headers=admin)).json()
+    assert [m["eventId"] for m in filtered["data"]] == luis_events and filtered["total"] == 1
+
+
+async def test_paging(client, two_customers):
+    ana, ana_events = two_customers["ana"]
+    page = (await client.get("/api/notifications", params={"limit": 1, "offset": 1}, headers=bearer(ana))).json()
+    assert page["total"] == 2 and [m["eventId"] for m in page["data"]] == [ana_events[0]]
+    bad = await client.get("/api/notifications", params={"limit": 0}, headers=bearer(ana))
+    assert bad.status_code == 422
+
+
+async def test_reading_emails_needs_a_valid_token(client):
+    assert (await client.get("/api/notifications")).status_code == 401
+    forged = {"Authorization": "Bearer " + issue_token("u" * 24, "x@example.com", "admin")[:-4] + "AAAA"}
+    assert (await client.get("/api/notifications", headers=forged)).status_code == 401

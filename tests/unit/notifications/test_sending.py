@@ -1,0 +1,203 @@
+"""The three topic handlers: templates, one e-mail per event, SendGrid outcomes."""
+
+import json
+import uuid
+from datetime import timedelta
+
+import httpx
+
+from functions.common.consumers import EventContext, deliver
+from functions.common.contracts import CartItemRemoved, EmailRequested, UserRegistered
+from functions.common.outbox import now
+from functions.common.settings import get_settings
+from functions.notifications.models import Email
+from functions.notifications.subscriptions import (
+    send_cart_removal_email,
+    send_requested_email,
+    send_welcome_email,
+)
+from tests.unit.notifications.conftest import SENDGRID_KEY, new_address
+
+
+def context(topic: str) -> EventContext:
+    return EventContext(id=f"evt_{uuid.uuid4().hex}", topic=topic)
+
+
+def cloud_event(event, event_id: str | None = None) -> dict:
+    return {"id": event_id or f"evt_{uuid.uuid4().hex}", "topic": event.topic, "data": event.model_dump(mode="json")}
+
+
+def welcome(to: str | None = None, name: str = "Lucía") -> UserRegistered:
+    return UserRegistered(userId="u1", email=to or new_address(), name=name, lastName="Pérez")
+
+
+def invoice(to: str | None = None) -> EmailRequested:
+    return EmailRequested(
+        to=to or new_address(),
+        subject="Factura de tu pedido #ord_42",
+        content="Café Orgánico de Altura x2: $25.00\nTotal: $29.75",
+        template="invoice",
+        orderId="ord_42",
+        invoiceNumber="INV-2026-000042",
+    )
+
+
+async def emails_for(event_id: str) -> list[Email]:
+    return await Email.find(Email.eventId == event_id).to_list()
+
+
+async def test_welcome_email_greets_the_new_user_by_name_and_is_kept_locally_without_a_key(client):
+    event, ctx = welcome(), context("welcome_flow")
+    await send_welcome_email(event, ctx)
+
+    [email] = await emails_for(ctx.id)
+    assert email.to == event.email and email.template == "welcome" and email.topic == "welcome_flow"
+    assert email.status == "outboxed" and email.providerMessageId is None and email.error is None
+    assert "Lucía" in email.subject and "Bienvenido" in email.subject
+    assert "¡Bienvenido, Lucía!" in email.html and "Lucía Pérez" in email.html
+    assert f"© {now().year}" in email.html.replace("&copy;", "©")
+
+
+async def test_cart_removal_email_names_the_removed_product(client):
+    event = CartItemRemoved(
+        userId="u1", email=new_address(), productId="p1", productName="Miel Pura de Abeja", quantity=2
+    )
+    ctx = context("cart_removals")
+    await send_cart_removal_email(event, ctx)
+
+    [email] = await emails_for(ctx.id)
+    assert email.template == "cart_removal" and "Miel Pura de Abeja" in email.subject
+    assert "<strong>Miel Pura de Abeja</strong>" in email.html and "2 unidades" in email.html
+
+
+async def test_invoice_email_shows_to_subject_content_date_and_year(client):
+    event, ctx = invoice(), context("email_notification")
+    await send_requested_email(event, ctx)
+
+    [email] = await emails_for(ctx.id)
+    today = now()
+    months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
+              "septiembre", "octubre", "noviembre", "diciembre"]  # fmt: skip
+    assert email.template == "invoice" and email.subject == "Factura de tu pedido #ord_42"
+    assert f"Para: {event.to}" in email.html
+    assert "<h1" in email.html and "Factura de tu pedido #ord_42</h1>" in email.html
+    assert "Café Orgánico de Altura x2: $25.00<br>\nTotal: $29.75" in email.html
+    assert f"Fecha: {today.day} de {months[today.month - 1]} de {today.year}" in email.html
+    assert "INV-2026-000042" in email.html and "#ord_42" in email.html
+    assert str(today.year) in email.html
+
+
+async def test_a_plain_message_uses_the_message_template(client):
+    event = EmailRequested(to=new_address(), subject="Aviso", content="Hola\nmundo")
+    ctx = context("email_notification")
+    await send_requested_email(event, ctx)
+    [email] = await emails_for(ctx.id)
+    assert email.template == "message" and "Hola<br>\nmundo" in email.html and "Factura" not in email.html
+
+
+async def test_event_text_is_escaped_in_the_html(client):
+    ctx = context("welcome_flow")
+    await send_welcome_email(welcome(name="<script>alert(1)</script>"), ctx)
+    [email] = await emails_for(ctx.id)
+    assert "<script>" not in email.html and "&lt;script&gt;" in email.html
+
+
+async def test_a_redelivered_event_sends_nothing(client, sendgrid):
+    delivered = cloud_event(welcome())
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    # Even past the inbox (a crash between the send and the inbox record), the e-mail is final.
+    await send_welcome_email(welcome(to=delivered["data"]["email"]), context("welcome_flow").model_copy(
+        update={"id": delivered["id"]}
+    ))
+
+    assert sendgrid.call_count == 1
+    [email] = await emails_for(delivered["id"])
+    assert email.status == "sent" and email.attempts == 1
+
+
+async def test_sendgrid_gets_the_mail_model_body_and_its_message_id_is_kept(client, sendgrid):
+    event, ctx = invoice(), context("email_notification")
+    await send_requested_email(event, ctx)
+
+    [call] = sendgrid.calls
+    assert call.request.headers["Authorization"] == f"Bearer {SENDGRID_KEY}"
+    body = json.loads(call.request.content)
+    assert body["personalizations"] == [{"to": [{"email": event.to}]}]
+    assert body["from"] == {"email": get_settings().mail_from}
+    assert body["subject"] == event.subject
+    [content] = body["content"]
+    assert content["type"] == "text/html" and "INV-2026-000042" in content["value"]
+    assert body["custom_args"] == {"eventId": ctx.id}
+
+    [email] = await emails_for(ctx.id)
+    assert email.status == "sent" and email.sentAt is not None
+    assert email.providerMessageId == call.response.headers["X-Message-Id"]
+    assert email.html == content["value"]
+
+
+async def test_a_sendgrid_5xx_is_retried_and_the_retry_sends_it(client, sendgrid):
+    sendgrid.side_effect = [httpx.Response(503, text="busy"), httpx.Response(202, headers={"X-Message-Id": "sg-2"})]
+    delivered = cloud_event(welcome())
+
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+    [email] = await emails_for(delivered["id"])
+    assert email.status == "pending" and "503" in email.error
+
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    [email] = await emails_for(delivered["id"])
+    assert (email.status, email.providerMessageId, email.error, email.attempts) == ("sent", "sg-2", None, 2)
+    assert sendgrid.call_count == 2
+
+
+async def test_a_sendgrid_timeout_or_rate_limit_is_retried(client, sendgrid):
+    for failure in (httpx.ConnectTimeout("timed out"), httpx.Response(429, text="slow down")):
+        sendgrid.side_effect = [failure]
+        delivered = cloud_event(welcome())
+        assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+        [email] = await emails_for(delivered["id"])
+        assert email.status == "pending" and email.error
+
+
+async def test_a_sendgrid_4xx_is_recorded_as_failed_and_dead_lettered(client, sendgrid):
+    sendgrid.side_effect = [httpx.Response(400, json={"errors": [{"message": "invalid from address"}]})]
+    delivered = cloud_event(invoice())
+
+    assert await deliver(EmailRequested, send_requested_email, delivered) == "DROP"
+    [email] = await emails_for(delivered["id"])
+    assert email.status == "failed" and "400" in email.error and "invalid from address" in email.error
+
+    # Replayed from the dead letter: nothing is sent again.
+    await send_requested_email(invoice(), context("email_notification").model_copy(update={"id": delivered["id"]}))
+    assert sendgrid.call_count == 1
+    assert [e.status for e in await emails_for(delivered["id"])] == ["failed"]
+
+
+async def test_an_email_another_delivery_is_sending_is_retried_not_sent_twice(client, sendgrid):
+    delivered = cloud_event(welcome())
+    data = delivered["data"]
+    await Email(
+        to=data["email"], subject="s", html="<p>h</p>", template="welcome", eventId=delivered["id"],
+        topic="welcome_flow", leaseUntil=now() + timedelta(seconds=30),
+    ).insert()  # fmt: skip
+
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+    assert sendgrid.call_count == 0
+
+
+async def test_a_lapsed_lease_lets_the_next_delivery_send(client, sendgrid):
+    delivered = cloud_event(welcome())
+    data = delivered["data"]
+    await Email(
+        to=data["email"], subject="s", html="<p>h</p>", template="welcome", eventId=delivered["id"],
+        topic="welcome_flow", leaseUntil=now() - timedelta(seconds=1), attempts=1,
+    ).insert()  # fmt: skip
+
+    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    [email] = await emails_for(delivered["id"])
+    assert email.status == "sent" and email.attempts == 2 and sendgrid.call_count == 1
+
+
+async def test_a_malformed_event_is_dropped(client):
+    assert await deliver(EmailRequested, send_requested_email, {"id": "evt_x", "data": {"to": "nope"}}) == "DROP"
+    assert await emails_for("evt_x") == []

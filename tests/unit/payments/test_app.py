@@ -1,0 +1,14 @@
+"""The payments app's shape: health, OpenAPI, and its subscriptions, each with a dead letter."""
+
+
+async def test_health_docs_and_subscriptions(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/api/orders", "/api/orders/{order_id}", "/api/facture"} <= set(paths)
+    subscriptions = {s["topic"]: s for s in (await client.get("/dapr/subscribe")).json()}
+    assert set(subscriptions) == {"stock_reserved", "stock_rejected", "payment_processed", "invoice_processing"}
+    for topic, subscription in subscriptions.items():
+        assert subscription["route"] == f"/events/{topic}"
+        assert subscription["deadLetterTopic"] == f"dlq_payments_{topic}"

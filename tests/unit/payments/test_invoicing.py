@@ -1,0 +1,131 @@
+"""Invoice numbers: sequential, no duplicates or gaps under concurrency, one per order."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from beanie import PydanticObjectId
+
+from functions.common.consumers import EventContext
+from functions.common.contracts import OrderLine, PaymentProcessed
+from functions.payments.invoicing import allocate_invoice_number, invoice_content
+from functions.payments.models import Invoice, InvoiceNumber, Order, Transition
+from functions.payments.subscriptions import invoice_paid_order
+
+# A year of its own, so other tests' invoices (this year's) do not interleave.
+YEAR = 2091
+
+
+async def paid_order(price_cents: int = 1000) -> Order:
+    """An order already paid, straight into the database (the earlier steps are tested elsewhere)."""
+    at = datetime.now(UTC)
+    order = Order(
+        id=PydanticObjectId(),
+        userId=uuid.uuid4().hex[:24],
+        email="ana@example.com",
+        lines=[OrderLine(productId=uuid.uuid4().hex[:24], name="Café", unitPriceCents=price_cents, quantity=1)],
+        subtotalCents=price_cents,
+        taxRate=0.19,
+        taxCents=round(price_cents * 0.19),
+        totalCents=price_cents + round(price_cents * 0.19),
+        currency="USD",
+        status="paid",
+        history=[Transition(status=s, at=at) for s in ("pending", "stock_reserved", "paid")],
+        paymentToken="tok_visa",
+        idempotencyKey=f"auto:{uuid.uuid4().hex}",
+        paymentId="ch_test",
+    )
+    await order.insert()
+    return order
+
+
+def seq(number: str) -> int:
+    return int(number.rsplit("-", 1)[1])
+
+
+async def test_concurrent_allocations_are_sequential_without_duplicates_or_gaps(client, dapr):
+    order_ids = [str(PydanticObjectId()) for _ in range(40)]
+    numbers = await asyncio.gather(*(allocate_invoice_number(order_id, YEAR) for order_id in order_ids))
+
+    assert len(set(numbers)) == 40
+    assert all(n.startswith(f"INV-{YEAR}-") and len(n) == len("INV-2026-000001") for n in numbers)
+    issued = sorted(seq(n) for n in numbers)
+    assert issued == list(range(issued[0], issued[0] + 40))
+    # The whole year's ledger has no gap either: 1..N, each number naming one order.
+    ledger = await InvoiceNumber.find(InvoiceNumber.year == YEAR).sort(+InvoiceNumber.seq).to_list()
+    assert [entry.seq for entry in ledger] == list(range(1, len(ledger) + 1))
+    assert {entry.orderId: entry.id for entry in ledger if entry.orderId in order_ids} == dict(zip(order_ids, numbers))
+
+
+async def test_an_order_keeps_its_number_however_often_it_asks(client, dapr):
+    order_id = str(PydanticObjectId())
+    first = await allocate_invoice_number(order_id, YEAR)
+    other = await allocate_invoice_number(str(PydanticObjectId()), YEAR)
+    again = await asyncio.gather(*(allocate_invoice_number(order_id, YEAR) for _ in range(5)))
+    assert set(again) == {first} and seq(other) == seq(first) + 1
+    assert await InvoiceNumber.find(InvoiceNumber.orderId == order_id).count() == 1
+
+
+async def test_many_orders_invoiced_at_once_get_distinct_consecutive_numbers(client, dapr):
+    orders = [await paid_order(1000 + n) for n in range(25)]
+    await asyncio.gather(
+        *(
+            invoice_paid_order(
+                PaymentProcessed(orderId=str(o.id), paymentId="ch_test", amountCents=o.totalCents),
+                EventContext(id=f"evt_{uuid.uuid4().hex}", topic="payment_processed"),
+            )
+            for o in orders
+        )
+    )
+    invoiced = [await Order.get(o.id) for o in orders]
+    assert {o.status for o in invoiced} == {"invoiced"}
+    numbers = [o.invoiceNumber for o in invoiced]
+    assert len(set(numbers)) == 25
+    issued = sorted(seq(n) for n in numbers)
+    assert issued == list(range(issued[0], issued[0] + 25))
+    assert [o.invoice.number for o in invoiced] == numbers
+    assert len({e["id"] for e in dapr.events("invoice_processing") if e["data"]["orderId"] in {str(o.id) for o in orders}}) == 25
+
+
+async def test_a_crash_between_the_number_and_the_invoice_leaves_no_gap(client, dapr):
+    """The number is issued, then the process dies before the order is invoiced: the
+    redelivered payment_processed finishes the invoice with that same number."""
+    order = await paid_order()
+    number = await allocate_invoice_number(str(order.id), datetime.now(UTC).year)
+    assert (await Order.get(order.id)).invoiceNumber is None  # the "crash": nothing else happened
+
+    await invoice_paid_order(
+        PaymentProcessed(orderId=str(order.id), paymentId="ch_test", amountCents=order.totalCents),
+        EventContext(id=f"evt_{uuid.uuid4().hex}", topic="payment_processed"),
+    )
+    invoiced = await Order.get(order.id)
+    assert (invoiced.status, invoiced.invoiceNumber) == ("invoiced", number)
+
+
+def test_the_invoice_text_shows_lines_tax_and_total_like_the_original():
+    invoice = Invoice(
+        number="INV-2026-000042",
+        issuedAt=datetime(2026, 5, 1, tzinfo=UTC),
+        lines=[
+            OrderLine(productId="p1", name="Café Orgánico de Altura", unitPriceCents=1250, quantity=2),
+            OrderLine(productId="p2", name="Jabón Artesanal de Lavanda", unitPriceCents=675, quantity=1),
+        ],
+        subtotalCents=3175,
+        taxRate=0.19,
+        taxCents=603,
+        totalCents=3778,
+        currency="USD",
+    )
+    assert invoice_content("abc123", invoice) == "\n".join(
+        [
+            "Factura INV-2026-000042",
+            "Pedido #abc123",
+            "",
+            "2 x Café Orgánico de Altura ($12.50): $25.00",
+            "1 x Jabón Artesanal de Lavanda ($6.75): $6.75",
+            "",
+            "Subtotal: $31.75",
+            "Impuestos (19%): $6.03",
+            "Total: $37.78",
+        ]
+    )

@@ -1,0 +1,198 @@
+"""The order saga, payments' side: each path, redeliveries, and one charge per order."""
+
+import asyncio
+import uuid
+
+from beanie import PydanticObjectId
+
+from functions.common.consumers import EventContext, deliver
+from functions.common.contracts import InvoiceProcessing, PaymentProcessed, StockRejected, StockReserved
+from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
+from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, mail_invoice, reject_order
+from tests.unit.payments.saga_steps import from_products, invoice, mail, one, published, reject, reserve
+
+
+async def placed(client, shop, customer, card: str, *lines) -> str:
+    shop.cart(*(lines or [(shop.product("Café Orgánico de Altura", 1250), 2)]))
+    response = await client.post("/api/orders", headers=customer.headers, json={"paymentMethod": {"token": card}})
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["orderId"]
+
+
+async def order(order_id: str) -> Order:
+    return await Order.get(PydanticObjectId(order_id))
+
+
+def statuses(o: Order) -> list[str]:
+    return [step.status for step in o.history]
+
+
+async def test_a_visa_order_is_paid_invoiced_and_its_invoice_mailed(client, dapr, shop, customer):
+    order_id = await placed(client, shop, customer, "tok_visa")
+
+    assert await reserve(order_id) == "SUCCESS"
+    paid = await order(order_id)
+    assert statuses(paid) == ["pending", "stock_reserved", "paid"]
+    payment = await Payment.get(order_id)
+    assert (payment.status, payment.amountCents, payment.provider) == ("approved", 2975, "simulated")
+    assert paid.paymentId == payment.chargeId
+    assert one(dapr, "payment_processed", order_id)["data"] == {
+        "orderId": order_id, "paymentId": payment.chargeId, "amountCents": 2975,
+    }
+
+    assert await invoice(dapr, order_id) == "SUCCESS"
+    invoiced = await order(order_id)
+    assert invoiced.status == "invoiced"
+    assert statuses(invoiced) == ["pending", "stock_reserved", "paid", "invoiced"]
+    number = invoiced.invoiceNumber
+    assert number.startswith(f"INV-{invoiced.invoice.issuedAt.year}-") and len(number) == len("INV-2026-000001")
+    assert (await InvoiceNumber.get(number)).orderId == order_id
+    assert (invoiced.invoice.subtotalCents, invoiced.invoice.taxRate, invoiced.invoice.taxCents, invoiced.invoice.totalCents) == (2500, 0.19, 475, 2975)
+    processing = one(dapr, "invoice_processing", order_id)["data"]
+    assert (processing["invoiceNumber"], processing["email"], processing["totalCents"]) == (number, customer.email, 2975)
+
+    assert await mail(dapr, order_id) == "SUCCESS"
+    email = one(dapr, "email_notification", order_id)["data"]
+    assert email["to"] == customer.email
+    assert email["subject"] == f"Factura de tu pedido #{order_id}"
+    assert email["template"] == "invoice" and email["invoiceNumber"] == number
+    assert "Total: $29.75" in email["content"] and number in email["content"]
+    assert "2 x Café Orgánico de Altura ($12.50): $25.00" in email["content"]
+
+    # Each step's cause is in the history.
+    events = [step.eventId for step in (await order(order_id)).history]
+    assert events[0] == one(dapr, "order_created", order_id)["id"]
+    assert events[3] == one(dapr, "payment_processed", order_id)["id"]
+    assert published(dapr, "payment_failed", order_id) == published(dapr, "order_cancelled", order_id) == []
+
+    listed = (await client.get(f"/api/orders/{order_id}", headers=customer.headers)).json()["data"]
+    assert (listed["status"], listed["invoiceNumber"], listed["invoice"]["total"]) == ("invoiced", number, 29.75)
+    assert [h["status"] for h in listed["history"]] == ["pending", "stock_reserved", "paid", "invoiced"]
+
+
+async def test_a_declined_card_fails_the_payment_and_cancels_the_order(client, dapr, shop, customer):
+    order_id = await placed(client, shop, customer, "tok_declined")
+    assert await reserve(order_id) == "SUCCESS"
+
+    failed = await order(order_id)
+    assert statuses(failed) == ["pending", "stock_reserved", "payment_failed"]
+    assert failed.history[-1].reason == "Card declined" == failed.failureReason
+    assert failed.invoiceNumber is None and failed.invoice is None
+    assert (await Payment.get(order_id)).status == "declined"
+    assert one(dapr, "payment_failed", order_id)["data"] == {"orderId": order_id, "reason": "Card declined"}
+    assert one(dapr, "order_cancelled", order_id)["data"] == {"orderId": order_id, "reason": "Payment failed: Card declined"}
+    assert published(dapr, "payment_processed", order_id) == []
+    assert await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id) is None
+
+    # A payment_processed for it (forged or misrouted) does not invoice it.
+    stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": order_id, "paymentId": "ch_x", "amountCents": 1}}
+    assert await deliver(PaymentProcessed, invoice_paid_order, stray) == "SUCCESS"
+    assert (await order(order_id)).status == "payment_failed"
+    assert await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id) is None
+
+
+async def test_a_transient_processor_failure_is_retried_until_it_pays(client, dapr, shop, customer, processor):
+    order_id = await placed(client, shop, customer, "tok_error")
+    reserved = from_products(StockReserved(orderId=order_id))
+
+    # The simulated outage lasts two attempts; Dapr redelivers the same event each time.
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
+    waiting = await order(order_id)
+    assert statuses(waiting) == ["pending", "stock_reserved"]
+    assert await Payment.get(order_id) is None and await SimulatedCharge.get(order_id) is None
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+
+    paid = await order(order_id)
+    assert statuses(paid) == ["pending", "stock_reserved", "paid"]  # no step repeated by the retries
+    assert (await Payment.get(order_id)).status == "approved"
+    one(dapr, "payment_processed", order_id)
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"  # handled: skipped
+    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
+
+
+async def test_out_of_stock_rejects_the_order(client, dapr, shop, customer):
+    order_id = await placed(client, shop, customer, "tok_visa")
+    published_before = len(dapr.published)
+    assert await reject(order_id, "Not enough stock for: Café Orgánico de Altura") == "SUCCESS"
+
+    rejected = await order(order_id)
+    assert statuses(rejected) == ["pending", "rejected"]
+    assert rejected.history[-1].reason == "Not enough stock for: Café Orgánico de Altura" == rejected.failureReason
+    # Nothing to release (products reserves all lines or none) and nothing to charge.
+    assert len(dapr.published) == published_before
+    assert await Payment.get(order_id) is None
+
+    # A late or reordered stock_reserved cannot revive it, nor charge it.
+    assert await reserve(order_id) == "SUCCESS"
+    assert statuses(await order(order_id)) == ["pending", "rejected"]
+    assert await SimulatedCharge.get(order_id) is None
+
+
+async def test_redelivered_events_change_nothing(client, dapr, shop, customer):
+    order_id = await placed(client, shop, customer, "tok_visa")
+    reserved = from_products(StockReserved(orderId=order_id))
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    await invoice(dapr, order_id)
+    await mail(dapr, order_id)
+    settled = await order(order_id)
+    published_before = len(dapr.published)
+
+    # The same CloudEvents again: the inbox skips them.
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    assert await invoice(dapr, order_id) == "SUCCESS"
+    assert await mail(dapr, order_id) == "SUCCESS"
+    # And the handlers alone, as after a crash between a change and its inbox record, or a
+    # duplicate under a new id: the status guards make each a no-op.
+    context = EventContext(id=f"evt_{uuid.uuid4().hex}", topic="any")
+    await charge_reserved_order(StockReserved(orderId=order_id), context)
+    await reject_order(StockRejected(orderId=order_id, reason="late"), context)
+    await invoice_paid_order(PaymentProcessed(**one(dapr, "payment_processed", order_id)["data"]), context)
+    await mail_invoice(InvoiceProcessing(**one(dapr, "invoice_processing", order_id)["data"]), context)
+
+    again = await order(order_id)
+    assert again.history == settled.history and again.status == "invoiced"
+    assert again.invoiceNumber == settled.invoiceNumber and again.invoice == settled.invoice
+    assert again.invoiceEmailEventId == settled.invoiceEmailEventId
+    assert len(dapr.published) == published_before
+    assert await InvoiceNumber.find(InvoiceNumber.orderId == order_id).count() == 1
+    assert await SimulatedCharge.find({"_id": order_id}).count() == 1
+
+
+async def test_a_payment_is_never_charged_twice(client, dapr, shop, customer, processor):
+    order_id = await placed(client, shop, customer, "tok_visa")
+    calls: list[str] = []
+    real_charge = processor.charge
+
+    async def counting_charge(**kwargs):
+        calls.append(kwargs["idempotency_key"])
+        return await real_charge(**kwargs)
+
+    processor.charge = counting_charge
+    # Two different deliveries (distinct ids: the inbox cannot help) at the same moment.
+    outcomes = await asyncio.gather(
+        deliver(StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
+        deliver(StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
+    )
+    assert outcomes == ["SUCCESS", "SUCCESS"]
+    assert set(calls) == {order_id}  # always with the order id as the idempotency key
+    assert await SimulatedCharge.find({"_id": order_id}).count() == 1
+    assert await Payment.find({"_id": order_id}).count() == 1
+    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
+    assert len({e["id"] for e in published(dapr, "payment_processed", order_id)}) == 1
+
+    # A Payment on record is the answer: the processor is not even asked again.
+    calls.clear()
+    await Order.get_pymongo_collection().update_one({"_id": PydanticObjectId(order_id)}, {"$set": {"status": "stock_reserved"}})
+    await charge_reserved_order(StockReserved(orderId=order_id), EventContext(id="evt_again", topic="stock_reserved"))
+    assert calls == []
+
+
+async def test_events_for_unknown_orders_are_dropped(client, dapr):
+    for order_id in ("0" * 24, "not-an-order"):
+        assert await reserve(order_id) == "DROP"
+        assert await reject(order_id) == "DROP"
+    stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": "0" * 24, "paymentId": "ch_x", "amountCents": 1}}
+    assert await deliver(PaymentProcessed, invoice_paid_order, stray) == "DROP"
+    assert await deliver(StockReserved, charge_reserved_order, {"id": "evt_x", "data": {}}) == "DROP"
+    assert dapr.published == []

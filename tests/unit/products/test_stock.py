@@ -1,0 +1,264 @@
+"""The products side of the order saga, called as plain handlers and through `deliver`."""
+
+import asyncio
+import uuid
+
+from functions.common.consumers import EventContext, ProcessedEvent, deliver
+from functions.common.contracts import OrderCancelled, OrderCreated, OrderLine, PaymentProcessed
+from functions.products import stock
+from functions.products.models import Product, StockReservation
+from functions.products.subscriptions import keep_paid_order_stock, release_order_stock, reserve_order_stock
+
+
+def order(*lines: tuple[Product | str, int], order_id: str | None = None) -> OrderCreated:
+    order_lines = [
+        OrderLine(
+            productId=str(p.id) if isinstance(p, Product) else p,
+            name=p.name if isinstance(p, Product) else "Desconocido",
+            unitPriceCents=p.priceCents if isinstance(p, Product) else 100,
+            quantity=quantity,
+        )
+        for p, quantity in lines
+    ]
+    return OrderCreated(
+        orderId=order_id or f"ord_{uuid.uuid4().hex}",
+        userId="u1",
+        email="ana@example.com",
+        lines=order_lines,
+        totalCents=sum(line.line_total_cents for line in order_lines),
+        currency="USD",
+    )
+
+
+def context(topic: str) -> EventContext:
+    return EventContext(id=f"evt_{uuid.uuid4().hex}", topic=topic)
+
+
+def cloud_event(event, event_id: str | None = None) -> dict:
+    return {"id": event_id or f"evt_{uuid.uuid4().hex}", "topic": event.topic, "data": event.model_dump(mode="json")}
+
+
+async def stock_of(product: Product) -> int:
+    return (await Product.get(product.id)).stock
+
+
+def outcomes(dapr, order_id: str) -> list[tuple[str, dict]]:
+    return [(e["topic"], e["data"]) for e in dapr.published if e["data"].get("orderId") == order_id]
+
+
+async def test_an_order_reserves_every_line(dapr, make_product):
+    cafe, honey = await make_product(10), await make_product(4)
+    event = order((cafe, 3), (honey, 4))
+    await reserve_order_stock(event, context("order_created"))
+
+    assert (await stock_of(cafe), await stock_of(honey)) == (7, 0)
+    assert outcomes(dapr, event.orderId) == [("stock_reserved", {"orderId": event.orderId})]
+    reservation = await StockReservation.get(event.orderId)
+    assert reservation.state == "reserved" and reservation.outbox == []
+    assert [(line.productId, line.quantity) for line in reservation.lines] == [(str(cafe.id), 3), (str(honey.id), 4)]
+    assert (await Product.get(cafe.id)).holds == {event.orderId: 3}
+
+
+async def test_an_order_that_cannot_be_filled_takes_nothing(dapr, make_product):
+    plenty, scarce, empty = await make_product(10), await make_product(1), await make_product(0)
+    event = order((plenty, 2), (scarce, 2), (empty, 1))
+    await reserve_order_stock(event, context("order_created"))
+
+    assert [await stock_of(p) for p in (plenty, scarce, empty)] == [10, 1, 0]  # the first line was given back
+    [(topic, data)] = outcomes(dapr, event.orderId)
+    assert topic == "stock_rejected"
+    assert data["productIds"] == [str(scarce.id), str(empty.id)]
+    assert scarce.name in data["reason"] and empty.name in data["reason"] and plenty.name not in data["reason"]
+    reservation = await StockReservation.get(event.orderId)
+    assert reservation.state == "rejected" and reservation.shortProductIds == data["productIds"]
+    assert (await Product.get(plenty.id)).holds == {}
+
+
+async def test_unknown_and_malformed_products_reject_the_order(dapr, make_product):
+    real = await make_product(5)
+    event = order((real, 1), ("0" * 24, 1), ("not-an-object-id", 1))
+    await reserve_order_stock(event, context("order_created"))
+
+    assert await stock_of(real) == 5
+    [(topic, data)] = outcomes(dapr, event.orderId)
+    assert topic == "stock_rejected" and data["productIds"] == ["0" * 24, "not-an-object-id"]
+
+
+async def test_lines_of_one_product_are_reserved_together(dapr, make_product):
+    soap = await make_product(5)
+    fits = order((soap, 2), (soap, 3))
+    too_many = order((soap, 1), (soap, 1))
+    await reserve_order_stock(fits, context("order_created"))
+    await reserve_order_stock(too_many, context("order_created"))
+
+    assert await stock_of(soap) == 0
+    assert [t for t, _ in outcomes(dapr, fits.orderId)] == ["stock_reserved"]
+    assert [t for t, _ in outcomes(dapr, too_many.orderId)] == ["stock_rejected"]
+
+
+async def test_the_same_event_twice_changes_nothing_the_second_time(dapr, make_product):
+    cafe = await make_product(10)
+    event = order((cafe, 4))
+    delivered = cloud_event(event)
+    assert await deliver(OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
+    assert await deliver(OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
+
+    assert await stock_of(cafe) == 6
+    assert len(outcomes(dapr, event.orderId)) == 1
+    assert await ProcessedEvent.get(f"reserve_order_stock:{delivered['id']}") is not None
+
+
+async def test_the_same_order_under_a_new_event_id_changes_nothing_either(dapr, make_product):
+    # The inbox knows event ids; the reservation, keyed by order, makes the handler idempotent
+    # on its own (a crash can fall between the change and the inbox record).
+    cafe = await make_product(10)
+    event = order((cafe, 4))
+    for _ in range(3):
+        assert await deliver(OrderCreated, reserve_order_stock, cloud_event(event)) == "SUCCESS"
+    assert await stock_of(cafe) == 6
+    assert len(outcomes(dapr, event.orderId)) == 1
+
+
+async def test_a_reservation_interrupted_half_way_resumes_without_taking_twice(dapr, make_product):
+    first, second = await make_product(10), await make_product(10)
+    event = order((first, 3), (second, 2))
+    # What a delivery that died after its first line leaves behind: the reservation still
+    # "reserving" and one hold taken.
+    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
+    await Product.get_pymongo_collection().update_one(
+        {"_id": first.id}, {"$inc": {"stock": -3}, "$set": {f"holds.{event.orderId}": 3}}
+    )
+
+    await reserve_order_stock(event, context("order_created"))
+
+    assert (await stock_of(first), await stock_of(second)) == (7, 8)
+    assert outcomes(dapr, event.orderId) == [("stock_reserved", {"orderId": event.orderId})]
+
+
+async def test_an_interrupted_reservation_that_is_then_rejected_gives_back_what_it_took(dapr, make_product):
+    first, scarce = await make_product(10), await make_product(1)
+    event = order((first, 3), (scarce, 2))
+    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
+    await Product.get_pymongo_collection().update_one(
+        {"_id": first.id}, {"$inc": {"stock": -3}, "$set": {f"holds.{event.orderId}": 3}}
+    )
+
+    await reserve_order_stock(event, context("order_created"))
+
+    assert (await stock_of(first), await stock_of(scarce)) == (10, 1)
+    assert [t for t, _ in outcomes(dapr, event.orderId)] == ["stock_rejected"]
+
+
+async def test_concurrent_orders_never_take_more_than_the_stock(dapr, make_product):
+    bracelet = await make_product(5)
+    orders = [order((bracelet, 1)) for _ in range(12)]
+    await asyncio.gather(*(reserve_order_stock(o, context("order_created")) for o in orders))
+
+    results = [[t for t, _ in outcomes(dapr, o.orderId)] for o in orders]
+    assert sorted(results) == [["stock_rejected"]] * 7 + [["stock_reserved"]] * 5
+    product = await Product.get(bracelet.id)
+    assert product.stock == 0
+    assert sorted(product.holds) == sorted(o.orderId for o, r in zip(orders, results) if r == ["stock_reserved"])
+
+
+async def test_concurrent_multi_line_orders_keep_stock_and_holds_consistent(dapr, make_product):
+    # An order that fails on its second line holds its first for a moment, so how many succeed
+    # depends on timing; what may not vary: no oversell, and stock + held units add up.
+    bracelet, painting = await make_product(5), await make_product(3)
+    orders = [order((bracelet, 1), (painting, 1)) for _ in range(6)] + [order((bracelet, 2)) for _ in range(4)]
+    await asyncio.gather(*(reserve_order_stock(o, context("order_created")) for o in orders))
+
+    reserved = [o for o in orders if [t for t, _ in outcomes(dapr, o.orderId)] == ["stock_reserved"]]
+    rejected = [o for o in orders if [t for t, _ in outcomes(dapr, o.orderId)] == ["stock_rejected"]]
+    assert reserved and len(reserved) + len(rejected) == len(orders)
+    for product, initial in ((bracelet, 5), (painting, 3)):
+        taken = sum(line.quantity for o in reserved for line in o.lines if line.productId == str(product.id))
+        stored = await Product.get(product.id)
+        assert 0 <= taken <= initial
+        assert stored.stock == initial - taken
+        assert sum(stored.holds.values()) == taken
+
+
+async def test_a_cancelled_order_gets_back_exactly_what_it_reserved_once(dapr, make_product):
+    cafe, honey = await make_product(10), await make_product(5)
+    event = order((cafe, 3), (honey, 5))
+    other = order((cafe, 2))
+    await reserve_order_stock(event, context("order_created"))
+    await reserve_order_stock(other, context("order_created"))
+    assert (await stock_of(cafe), await stock_of(honey)) == (5, 0)
+
+    cancelled = OrderCancelled(orderId=event.orderId, reason="payment declined")
+    await release_order_stock(cancelled, context("order_cancelled"))
+    await release_order_stock(cancelled, context("order_cancelled"))  # a new event id: still once
+    assert await deliver(OrderCancelled, release_order_stock, cloud_event(cancelled)) == "SUCCESS"
+
+    assert (await stock_of(cafe), await stock_of(honey)) == (8, 5)  # the other order keeps its 2
+    assert (await StockReservation.get(event.orderId)).state == "released"
+    assert (await Product.get(cafe.id)).holds == {other.orderId: 2}
+
+
+async def test_cancelling_a_rejected_order_gives_back_nothing(dapr, make_product):
+    scarce = await make_product(1)
+    rejected = order((scarce, 2))
+    await reserve_order_stock(rejected, context("order_created"))
+    await release_order_stock(OrderCancelled(orderId=rejected.orderId, reason="no stock"), context("order_cancelled"))
+    assert await stock_of(scarce) == 1
+    assert (await StockReservation.get(rejected.orderId)).state == "rejected"
+
+
+async def test_a_cancellation_that_overtakes_its_order_means_the_order_reserves_nothing(dapr, make_product):
+    cafe = await make_product(10)
+    event = order((cafe, 2))
+    await release_order_stock(OrderCancelled(orderId=event.orderId, reason="timeout"), context("order_cancelled"))
+    await reserve_order_stock(event, context("order_created"))
+
+    assert await stock_of(cafe) == 10
+    assert outcomes(dapr, event.orderId) == []
+    assert (await StockReservation.get(event.orderId)).state == "cancelled"
+
+
+async def test_a_cancellation_during_a_reservation_is_retried(dapr, make_product):
+    cafe = await make_product(10)
+    event = order((cafe, 2))
+    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
+    cancelled = cloud_event(OrderCancelled(orderId=event.orderId, reason="payment failed"))
+
+    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "RETRY"
+    await reserve_order_stock(event, context("order_created"))  # the reservation completes...
+    assert await stock_of(cafe) == 8
+    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "SUCCESS"  # ...then the retry releases
+    assert await stock_of(cafe) == 10
+
+
+async def test_a_paid_order_keeps_its_stock_and_drops_its_holds(dapr, make_product):
+    cafe = await make_product(10)
+    event = order((cafe, 4))
+    await reserve_order_stock(event, context("order_created"))
+    paid = PaymentProcessed(orderId=event.orderId, paymentId="pay_1", amountCents=4000)
+    await keep_paid_order_stock(paid, context("payment_processed"))
+    await keep_paid_order_stock(paid, context("payment_processed"))
+
+    product = await Product.get(cafe.id)
+    assert product.stock == 6 and product.holds == {}
+    assert (await StockReservation.get(event.orderId)).state == "committed"
+    # Sold is sold: a late cancellation does not put the units back.
+    await release_order_stock(OrderCancelled(orderId=event.orderId, reason="late"), context("order_cancelled"))
+    assert await stock_of(cafe) == 6
+
+
+async def test_an_order_with_an_odd_id_still_holds_its_stock_once(dapr, make_product):
+    cafe = await make_product(10)
+    event = order((cafe, 1), order_id="order.with $odd/characters")
+    await reserve_order_stock(event, context("order_created"))
+    await reserve_order_stock(event, context("order_created"))
+    await release_order_stock(OrderCancelled(orderId=event.orderId, reason="x"), context("order_cancelled"))
+    await release_order_stock(OrderCancelled(orderId=event.orderId, reason="x"), context("order_cancelled"))
+    assert await stock_of(cafe) == 10
+    assert [t for t, _ in outcomes(dapr, event.orderId)] == ["stock_reserved"]
+
+
+async def test_a_malformed_event_is_dropped(dapr, make_product):
+    await make_product(1)
+    assert await deliver(OrderCreated, reserve_order_stock, {"id": "evt_bad", "data": {"orderId": "x"}}) == "DROP"
+    assert await deliver(OrderCreated, reserve_order_stock, {"data": {}}) == "DROP"
+    assert dapr.published == []
