@@ -7,6 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Non-root, numeric so Kubernetes' runAsNonRoot can check it (the pods run as the same uid).
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin shop
+
 # Only what `pip install .` needs (.dockerignore keeps the rest out); the sources are removed
 # afterwards so the functions run from site-packages, as installed.
 WORKDIR /src
@@ -14,10 +17,8 @@ COPY pyproject.toml README.md ./
 COPY functions ./functions
 RUN pip install . && rm -rf /src
 
-# Non-root, numeric so Kubernetes' runAsNonRoot can check it (the pods set the same uid).
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin shop
-USER 10001:10001
+# The pods mount an emptyDir here; the root filesystem is read-only in the cluster.
 WORKDIR /tmp
-
+USER 10001:10001
 EXPOSE 8001 8002 8003 8004 8005
 CMD ["uvicorn", "functions.users.app:app", "--host", "0.0.0.0", "--port", "8001"]

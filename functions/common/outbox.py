@@ -89,7 +89,16 @@ class HasOutbox(BaseModel):
         return pending
 
 
+def _lock(registry: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]", model: type[Document], doc_id: Any) -> asyncio.Lock:
+    key = (model.get_collection_name(), str(doc_id))
+    lock = registry.get(key)
+    if lock is None:
+        lock = registry[key] = asyncio.Lock()
+    return lock
+
+
 _write_locks: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]" = weakref.WeakValueDictionary()
+_relay_locks: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]" = weakref.WeakValueDictionary()
 
 
 def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
@@ -102,11 +111,7 @@ def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
     its change or its staged event overwritten by the pull. MongoDB needs no lock; across
     replicas the conditional filters decide. Not reentrant: flush after releasing it.
     """
-    key = (model.get_collection_name(), str(doc_id))
-    lock = _write_locks.get(key)
-    if lock is None:
-        lock = _write_locks[key] = asyncio.Lock()
-    return lock
+    return _lock(_write_locks, model, doc_id)
 
 
 def push(pending: PendingEvent) -> dict[str, Any]:
@@ -123,8 +128,8 @@ class OutboxRelay:
     async def sweep(self) -> int:
         published = 0
         for model in self.models:
-            async for raw in model.get_pymongo_collection().find({"outbox.0": {"$exists": True}}, {"outbox": 1}):
-                published += await publish_pending(model, raw)
+            async for raw in model.get_pymongo_collection().find({"outbox.0": {"$exists": True}}, {"_id": 1}):
+                published += await relay(model, raw["_id"])
         return published
 
     async def _run(self) -> None:
@@ -147,32 +152,39 @@ class OutboxRelay:
                 pass
 
 
-async def publish_pending(model: type[Document], raw: dict[str, Any]) -> int:
-    """Publish the pending events of one stored document (`raw`: its _id and outbox as stored)."""
-    for stored in list(raw.get("outbox") or []):
-        pending = PendingEvent.model_validate(stored)
-        await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
-        audit = AuditEvent(
-            id=pending.id,
-            topic=pending.topic,
-            type=pending.type,
-            source=pending.source,
-            key=pending.key,
-            time=pending.time,
-            publishedAt=now(),
-            data=pending.data,
-        )
-        # Upsert: a re-publish after a crash must not fail on the audit record it already wrote.
-        try:
-            await AuditEvent.find_one(AuditEvent.id == pending.id).upsert(
-                {"$set": {"publishedAt": audit.publishedAt}}, on_insert=audit
+async def relay(model: type[Document], doc_id: Any) -> int:
+    """Publish one document's pending events, record them in `events`, take them off the document.
+
+    One relay per document at a time in this process (the request's flush and the sweep may meet),
+    and the outbox is read under that lock, so an event is not published twice by this process.
+    """
+    async with _lock(_relay_locks, model, doc_id):
+        raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1})
+        pending_events = list((raw or {}).get("outbox") or [])
+        for stored in pending_events:
+            pending = PendingEvent.model_validate(stored)
+            await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
+            audit = AuditEvent(
+                id=pending.id,
+                topic=pending.topic,
+                type=pending.type,
+                source=pending.source,
+                key=pending.key,
+                time=pending.time,
+                publishedAt=now(),
+                data=pending.data,
             )
-        except DuplicateKeyError:
-            pass  # a concurrent relay of this same event (two flushes of one document) wrote it
-        # Pull the entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
-        async with write_lock(model, raw["_id"]):
-            await model.get_pymongo_collection().update_one({"_id": raw["_id"]}, {"$pull": {"outbox": stored}})
-    return len(raw.get("outbox") or [])
+            # Upsert: a re-publish after a crash (or by another replica) keeps the first record.
+            try:
+                await AuditEvent.find_one(AuditEvent.id == pending.id).upsert(
+                    {"$set": {"publishedAt": audit.publishedAt}}, on_insert=audit
+                )
+            except DuplicateKeyError:
+                pass
+            # Pull the entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
+            async with write_lock(model, doc_id):
+                await model.get_pymongo_collection().update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
+        return len(pending_events)
 
 
 async def flush(model: type[Document], doc_id: Any) -> None:
@@ -181,9 +193,7 @@ async def flush(model: type[Document], doc_id: Any) -> None:
     If Dapr is unreachable the events stay pending and the sweep publishes them later; the
     caller's change is saved either way, so this never fails the request.
     """
-    raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1})
     try:
-        if raw is not None:
-            await publish_pending(model, raw)
+        await relay(model, doc_id)
     except sidecar.SidecarError:
         log.warning("publish deferred to the outbox sweep", exc_info=True)

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The shop's Kubernetes manifests, proven without a cluster.
 
-    python k8s/tools/kube.py provision        # kubectl (with kustomize v5) and Dapr's CRDs
+    python k8s/tools/kube.py provision        # kubectl, Dapr's CRDs, the dry-run API server
     python k8s/tools/kube.py render [--out D]  # every overlay -> D/<overlay>.yaml (default k8s/rendered)
-    python k8s/tools/kube.py apiserver        # build the local API server used by the dry run
+    python k8s/tools/kube.py apiserver        # only the local API server for the dry run
 
-Provisioning is idempotent: a kubectl already on PATH (kustomize v5) or in the cache is used as it
+Provisioning is idempotent. A kubectl in the cache or on PATH (with kustomize v5) is used as it
 is; otherwise kubectl is built from the Go module proxy (k8s/tools/kubectl/go.mod pins it) into
-$SHOP_CACHE (default ~/.cache/the-shop). Dapr's CRDs come from the Go module cache, at the Dapr
-version the local stack pins (dapr/local/build/daprd/go.mod). Nothing is committed from either.
+$SHOP_CACHE (default ~/.cache/the-shop). The API server for `kubectl apply --dry-run=server`
+(etcd and kube-apiserver in one process, k8s/tools/apiserver) is built the same way, unless
+SHOP_K8S_DRY_RUN=0. Dapr's CRDs come from the Go module cache, at the Dapr version the local
+stack pins (dapr/local/build/daprd/go.mod). Nothing built or downloaded enters the repository.
 
 Overlays are rendered from a temporary copy of k8s/ in which every `*.env` is the committed
 `*.env.example`: the checks never read real prod credentials and pass on a fresh clone.
@@ -18,13 +20,21 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 K8S = Path(__file__).resolve().parents[1]
@@ -49,8 +59,18 @@ def go_require(go_mod: Path, module: str) -> str:
 KUBECTL_VERSION = "1." + go_require(TOOLS / "kubectl" / "go.mod", "k8s.io/kubectl").split(".", 1)[1]
 KUBERNETES_VERSION = go_require(TOOLS / "apiserver" / "go.mod", "k8s.io/kubernetes")
 DAPR_VERSION = go_require(ROOT / "dapr" / "local" / "build" / "daprd" / "go.mod", "github.com/dapr/dapr")
-CACHED_KUBECTL = CACHE / f"kubectl-v{KUBECTL_VERSION}" / "kubectl"
-APISERVER = CACHE / f"shop-apiserver-v{KUBERNETES_VERSION}" / "shop-apiserver"
+
+
+def source_stamp(module_dir: Path) -> str:
+    """A short hash of a tool's go.mod, go.sum and main.go: an edit means a new cached build."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((module_dir / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
+CACHED_KUBECTL = CACHE / f"kubectl-v{KUBECTL_VERSION}-{source_stamp(TOOLS / 'kubectl')}" / "kubectl"
+APISERVER = CACHE / f"shop-apiserver-v{KUBERNETES_VERSION}-{source_stamp(TOOLS / 'apiserver')}" / "shop-apiserver"
 
 
 def go_build(module_dir: Path, target: Path, version: str) -> None:
@@ -59,6 +79,7 @@ def go_build(module_dir: Path, target: Path, version: str) -> None:
         raise SystemExit(f"building {target.name} needs Go (>= the go line of {module_dir}/go.mod)")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    started = time.monotonic()
     stamp = f"-X k8s.io/component-base/version.gitVersion=v{version}"
     stamp += f" -X k8s.io/client-go/pkg/version.gitVersion=v{version}"
     subprocess.run(
@@ -68,6 +89,7 @@ def go_build(module_dir: Path, target: Path, version: str) -> None:
         env={**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false"},
     )
     partial.rename(target)
+    say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 
 def _kustomize_major(kubectl: str) -> int:
@@ -133,6 +155,97 @@ def render(kubectl_path: str, overlay_dir: Path) -> str:
     return result.stdout
 
 
+def dry_run_enabled() -> bool:
+    """The server-side dry run is on unless SHOP_K8S_DRY_RUN=0 (it builds an API server once)."""
+    return os.environ.get("SHOP_K8S_DRY_RUN", "1") != "0"
+
+
+def apiserver() -> Path:
+    if not APISERVER.exists():
+        say(f"shop-apiserver v{KUBERNETES_VERSION}: go build from the Go module proxy (cold: several minutes)")
+        go_build(TOOLS / "apiserver", APISERVER, KUBERNETES_VERSION)
+    return APISERVER
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_api_server(workdir: Path, timeout: float = 180):
+    """Run etcd and kube-apiserver (one process, shop-apiserver) on 127.0.0.1 and yield a
+    kubeconfig for it; the process is stopped on exit. Nothing listens beyond loopback, and the
+    server has no controllers, nodes or webhooks, so it never connects anywhere else either."""
+    binary = apiserver()
+    token = secrets.token_hex(16)
+    (workdir / "tokens.csv").write_text(f"{token},shop-check,shop-check,system:masters\n")
+    port = _free_port()
+    args = [
+        str(binary),
+        f"--etcd-data-dir={workdir / 'etcd'}",
+        f"--etcd-client-url=http://127.0.0.1:{_free_port()}",
+        f"--etcd-peer-url=http://127.0.0.1:{_free_port()}",
+        "--",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={workdir / 'certs'}",
+        f"--token-auth-file={workdir / 'tokens.csv'}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        # Only allocated in etcd, never contacted: there is no node or proxy behind it.
+        "--service-cluster-ip-range=10.96.0.0/24",
+        # The endpoint reconciler would publish 127.0.0.1 as the API's address, which is invalid.
+        "--endpoint-reconciler-type=none",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+    ]
+    log = open(workdir / "apiserver.log", "wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        server = f"https://127.0.0.1:{port}"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own self-signed cert
+        request = urllib.request.Request(f"{server}/readyz", headers={"Authorization": f"Bearer {token}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"shop-apiserver exited; see {workdir / 'apiserver.log'}")
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"shop-apiserver not ready in {timeout}s; see {workdir / 'apiserver.log'}")
+            time.sleep(0.5)
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "local", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                    "users": [{"name": "check", "user": {"token": token}}],
+                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "check"}}],
+                    "current-context": "local",
+                }
+            )
+        )
+        yield kubeconfig
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +258,8 @@ def main() -> None:
     if args.command == "provision":
         say(f"kubectl: {kubectl()}")
         say(f"Dapr v{DAPR_VERSION} CRDs: {dapr_crds()}")
+        if dry_run_enabled():
+            say(f"API server for the dry run: {apiserver()}")
     elif args.command == "render":
         tool = kubectl()
         args.out.mkdir(parents=True, exist_ok=True)
@@ -156,10 +271,7 @@ def main() -> None:
                 say(f"{name}: {target}")
         say("prod was rendered with the *.env.example placeholders, not with real secrets")
     elif args.command == "apiserver":
-        if not APISERVER.exists():
-            say(f"shop-apiserver v{KUBERNETES_VERSION}: go build (cold: several minutes)")
-            go_build(TOOLS / "apiserver", APISERVER, KUBERNETES_VERSION)
-        say(f"API server: {APISERVER}")
+        say(f"API server: {apiserver()}")
 
 
 if __name__ == "__main__":

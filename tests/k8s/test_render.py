@@ -11,6 +11,12 @@ def test_overlays_are_dev_and_prod(tree):
     assert {"dev", "prod"} <= set(kube.overlays(tree))
 
 
+def test_overlay_renders(overlay, rendered_text):
+    text = rendered_text[overlay]
+    assert not isinstance(text, Exception), str(text)
+    assert text.strip()
+
+
 def test_overlay_renders_into_one_namespace(docs):
     namespaces = find(docs, "Namespace")
     assert [n["metadata"]["name"] for n in namespaces] == ["shop"]

@@ -38,7 +38,7 @@ def strict(schema: dict) -> dict:
     return schema
 
 
-def crd_validators(crds_dir: Path) -> dict[tuple[str, str], jsonschema.Validator]:
+def crd_validators(crds_dir: Path) -> dict[tuple[str, str], jsonschema.Draft7Validator]:
     """(apiVersion, kind) -> validator, for every served version of every Dapr CRD."""
     validators = {}
     for path in crds_dir.glob("*.yaml"):

@@ -1,13 +1,20 @@
 // A throw-away API server for `kubectl apply --dry-run=server`: an embedded etcd and
-// kube-apiserver in one process, both on 127.0.0.1. Flags after the etcd ones go to
-// kube-apiserver unchanged.
+// kube-apiserver in one process, both on 127.0.0.1 (k8s/tools/kube.py starts it). The etcd
+// flags come first; everything after `--` goes to kube-apiserver unchanged:
+//
+//	shop-apiserver --etcd-data-dir=DIR [--etcd-client-url=U --etcd-peer-url=U] -- KUBE-APISERVER-FLAGS
 package main
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -46,7 +53,24 @@ func main() {
 		os.Exit(1)
 	}
 
+	// A fresh key for service-account tokens, which kube-apiserver insists on.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "key:", err)
+		os.Exit(1)
+	}
+	keyFile := filepath.Join(*dataDir, "service-account.key")
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "key:", err)
+		os.Exit(1)
+	}
+
 	command := app.NewAPIServerCommand()
-	command.SetArgs(append(fs.Args(), "--etcd-servers="+*clientURL))
+	command.SetArgs(append(fs.Args(),
+		"--etcd-servers="+*clientURL,
+		"--service-account-key-file="+keyFile,
+		"--service-account-signing-key-file="+keyFile,
+	))
 	os.Exit(cli.Run(command))
 }

@@ -1,5 +1,6 @@
-// kubectl for k8s/tools/kube.py: `go build` here, from the Go module proxy; nothing is committed but this.
-module shop.local/kubectl
+// kubectl for k8s/tools/kube.py, which builds it into the cache from the Go module proxy when
+// the machine has no kubectl with kustomize v5. Only go.mod, go.sum and main.go are committed.
+module theshop.local/kubectl
 
 go 1.25.0
 

@@ -1,0 +1,60 @@
+"""The one image, checked without Docker: its base, its user, and that what it copies in is
+enough for `pip install .` to install every function the manifests run."""
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.k8s.manifests import ROOT, local_apps
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def copied_sources() -> list[str]:
+    """The build-context paths of every COPY line (the last word of each is the destination)."""
+    sources = []
+    for line in re.findall(r"^COPY\s+(.+)$", DOCKERFILE, re.M):
+        sources += [w for w in line.split()[:-1] if not w.startswith("--")]
+    return sources
+
+
+def test_base_image_and_install():
+    assert re.search(r"^FROM python:3\.11-slim(\s|$)", DOCKERFILE, re.M)
+    assert re.search(r"^RUN pip install \.", DOCKERFILE, re.M)
+
+
+def test_runs_as_a_numeric_non_root_user():
+    user = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.M)[-1]
+    assert all(part.isdigit() and int(part) != 0 for part in user.split(":")), user
+
+
+def test_dockerignore_lets_in_what_the_dockerfile_copies():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert "*" in lines, ".dockerignore should exclude everything not named"
+    assert set(copied_sources()) <= allowed
+
+
+def test_the_copied_files_install_every_function(tmp_path):
+    context = tmp_path / "context"
+    for source in copied_sources():
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy(src, context / source)
+    # Built as `pip install .` in the image builds it: setuptools from pyproject's build-system.
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheel_dir, context],
+        check=True,
+        cwd=tmp_path,
+    )
+    names = zipfile.ZipFile(next(Path(wheel_dir).glob("*.whl"))).namelist()
+    for app in local_apps():
+        assert f"functions/{app}/app.py" in names, app
+    assert any(n.startswith("functions/notifications/templates/") for n in names), "mail templates"

@@ -1,0 +1,264 @@
+"""The cluster and the local run say the same: the manifests are compared with the local Dapr
+files (dapr/dapr.yaml, components/pubsub.yaml, dapr/config.yaml, dapr/resiliency.yaml) and with
+the function apps themselves (their subscriptions, their routes, their settings)."""
+
+import copy
+import importlib
+import warnings
+from functools import cache
+
+import pytest
+import yaml
+
+from tests.k8s.manifests import ROOT, find, functions, local, local_apps, metadata_items, one
+
+
+def app_id(deployment: dict) -> str:
+    return deployment["spec"]["template"]["metadata"]["annotations"]["dapr.io/app-id"]
+
+
+def function_by_app_id(docs: list[dict]) -> dict[str, dict]:
+    return {app_id(d): d for d in functions(docs)}
+
+
+def app_module(deployment: dict) -> str:
+    """functions.<name>.app, from the container's uvicorn command."""
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    return next(arg for arg in command if arg.endswith(":app")).split(":")[0]
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+@cache
+def fastapi_app(name: str):
+    """The function's FastAPI app, imported without entering its lifespan (no database)."""
+    if not (ROOT / "functions" / name / "app.py").exists():
+        pytest.skip(f"functions/{name}/app.py does not exist yet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module(f"functions.{name}.app").app
+
+
+def client(name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's note about httpx, not ours to act on
+        from fastapi.testclient import TestClient
+    return TestClient(fastapi_app(name))
+
+
+@cache
+def subscriptions(name: str) -> list[dict]:
+    """What the app answers on GET /dapr/subscribe (404: it subscribes to nothing)."""
+    response = client(name).get("/dapr/subscribe")
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    return response.json()
+
+
+@cache
+def api_paths(name: str) -> list[str]:
+    return [p for p in client(name).get("/openapi.json").json()["paths"] if p.startswith("/api/")]
+
+
+# --- app-ids and ports --------------------------------------------------------------------------
+def test_app_ids_and_ports_match_the_run_file(docs):
+    cluster = {}
+    for app, deployment in function_by_app_id(docs).items():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        command_port = int(flag(container["command"], "--port"))
+        container_port = one_port(container["ports"], "http")["containerPort"]
+        assert int(annotations["dapr.io/app-port"]) == command_port == container_port, app
+        cluster[app] = command_port
+    assert cluster == local_apps()
+
+
+def test_each_function_runs_its_own_module_as_locally(docs):
+    local_modules = {}
+    for app in local("dapr/dapr.yaml")["apps"]:
+        command = app["command"]
+        local_modules[app["appID"]] = next(a for a in command if a.endswith(":app")).split(":")[0]
+    cluster_modules = {app: app_module(d) for app, d in function_by_app_id(docs).items()}
+    assert cluster_modules == local_modules
+    for app, deployment in function_by_app_id(docs).items():
+        command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        # In a pod the app listens on the pod's address (the sidecar and probes reach it there).
+        assert flag(command, "--host") == "0.0.0.0", app
+
+
+def test_services_expose_the_app_ports(docs):
+    for app, deployment in function_by_app_id(docs).items():
+        service = one(docs, "Service", deployment["metadata"]["name"])
+        assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert one_port(service["spec"]["ports"], "http")["port"] == local_apps()[app]
+
+
+def one_port(ports: list[dict], name: str) -> dict:
+    found = [p for p in ports if p.get("name") == name]
+    assert len(found) == 1, f"expected one port named {name}: {ports}"
+    return found[0]
+
+
+# --- Dapr annotations ---------------------------------------------------------------------------
+def test_dapr_annotations(docs):
+    run_file = local("dapr/dapr.yaml")["common"]
+    configs = {c["metadata"]["name"] for c in find(docs, "Configuration")}
+    for app, deployment in function_by_app_id(docs).items():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["dapr.io/enabled"] == "true"
+        assert annotations["dapr.io/app-id"] == deployment["metadata"]["name"] == app
+        assert annotations["dapr.io/config"] in configs, app
+        assert annotations["dapr.io/app-protocol"] == run_file["appProtocol"]
+        assert annotations["dapr.io/app-health-check-path"] == run_file["appHealthCheckPath"]
+        assert annotations["dapr.io/enable-app-health-check"] == str(run_file["enableAppHealthCheck"]).lower()
+
+
+# --- pub/sub --------------------------------------------------------------------------------------
+def test_pubsub_component_matches_the_local_one(docs):
+    mine = local("components/pubsub.yaml")
+    theirs = one(docs, "Component", mine["metadata"]["name"])
+    assert theirs["spec"]["type"] == mine["spec"]["type"] == "pubsub.kafka"
+    assert theirs["spec"]["version"] == mine["spec"]["version"]
+    local_items, cluster_items = metadata_items(mine), metadata_items(theirs)
+    # Where the broker is and how to log in differ by design; how to consume must not.
+    for name in ("consumerGroup", "clientID", "version", "initialOffset"):
+        assert cluster_items.get(name) == local_items.get(name), name
+    assert set(cluster_items) >= set(local_items), "every local setting is set in the cluster too"
+
+
+def test_pubsub_component_is_scoped_to_the_functions(docs):
+    scopes = one(docs, "Component", "pubsub").get("scopes")
+    assert scopes is None or sorted(scopes) == sorted(local_apps())
+
+
+def test_functions_are_told_the_component_name(docs):
+    settings = next(c for c in find(docs, "ConfigMap") if c["metadata"]["name"].startswith("shop-settings"))
+    assert settings["data"]["pubsub-name"] == local("components/pubsub.yaml")["metadata"]["name"]
+
+
+def test_subscriptions_use_the_component_and_dead_letter_topics(docs):
+    scopes = set(one(docs, "Component", "pubsub").get("scopes") or local_apps())
+    components = {c["metadata"]["name"] for c in find(docs, "Component")}
+    inbound = local("dapr/resiliency.yaml")["spec"]["targets"]["components"]
+    seen = 0
+    for app, deployment in function_by_app_id(docs).items():
+        for sub in subscriptions(app_module(deployment).split(".")[1]):
+            seen += 1
+            where = f"{app} <- {sub['topic']}"
+            assert sub["pubsubname"] in components, where
+            assert app in scopes, f"{where}: the Component is not scoped to {app}"
+            assert sub.get("deadLetterTopic") == f"dlq_{app}_{sub['topic']}", where
+            assert inbound[sub["pubsubname"]]["inbound"]["retry"], f"{where}: no inbound retry policy"
+    assert seen, "no function subscribes to anything"
+
+
+@cache
+def all_topics() -> set[str]:
+    """Every topic an app publishes (functions/common/contracts.py) or subscribes to, and every
+    dead-letter topic: what an external Kafka without topic auto-creation must have."""
+    from functions.common.contracts import IntegrationEvent
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    topics = {event.topic for event in subclasses(IntegrationEvent) if "topic" in vars(event)}
+    for app in local_apps():
+        for sub in subscriptions(app):
+            topics |= {sub["topic"], sub["deadLetterTopic"]}
+    return topics
+
+
+def test_prod_topic_list_is_complete():
+    lines = (ROOT / "k8s" / "overlays" / "prod" / "topics.txt").read_text().splitlines()
+    listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(all_topics())
+
+
+def test_dev_kafka_creates_topics_on_first_use(rendered_text):
+    docs = [d for d in yaml.safe_load_all(rendered_text["dev"]) if d]
+    env = {e["name"]: e.get("value") for e in one(docs, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "true"
+
+
+# --- configuration and resiliency ---------------------------------------------------------------
+def test_configuration_matches_the_local_one(docs):
+    mine = local("dapr/config.yaml")
+    theirs = one(docs, "Configuration", mine["metadata"]["name"])
+    assert theirs["spec"]["tracing"] == mine["spec"]["tracing"]
+    assert theirs["spec"]["nameResolution"]["component"] == "kubernetes"
+    assert set(theirs["spec"]) == set(mine["spec"])
+
+
+def pruned(value, schema: dict):
+    """The value as Dapr keeps it: fields its schema does not know are dropped (the API server
+    prunes them, daprd decodes into the same struct)."""
+    if isinstance(value, dict):
+        if "properties" in schema:
+            return {k: pruned(v, schema["properties"][k]) for k, v in value.items() if k in schema["properties"]}
+        if isinstance(schema.get("additionalProperties"), dict):
+            return {k: pruned(v, schema["additionalProperties"]) for k, v in value.items()}
+    if isinstance(value, list) and "items" in schema:
+        return [pruned(v, schema["items"]) for v in value]
+    return copy.deepcopy(value)
+
+
+def test_resiliency_says_to_dapr_what_the_local_one_says(docs, dapr_crds_dir):
+    crd = yaml.safe_load((dapr_crds_dir / "resiliency.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    mine = local("dapr/resiliency.yaml")
+    theirs = one(docs, "Resiliency", mine["metadata"]["name"])
+    assert pruned(theirs["spec"], schema) == pruned(mine["spec"], schema)
+    assert theirs["spec"] == pruned(theirs["spec"], schema), "the cluster copy has fields Dapr ignores"
+
+
+def test_resiliency_targets_name_real_apps_and_components(docs):
+    targets = one(docs, "Resiliency", "shop-resiliency")["spec"]["targets"]
+    assert set(targets["apps"]) == set(function_by_app_id(docs))
+    assert set(targets["components"]) <= {c["metadata"]["name"] for c in find(docs, "Component")}
+
+
+# --- ingress --------------------------------------------------------------------------------------
+def ingress_routes(docs: list[dict]) -> dict[str, tuple[str, str]]:
+    """path prefix -> (service, port name)."""
+    routes = {}
+    for ingress in find(docs, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                service = path["backend"]["service"]
+                routes[path["path"]] = (service["name"], service["port"].get("name") or service["port"]["number"])
+    return routes
+
+
+def test_every_api_route_is_reachable_through_the_ingress(docs):
+    routes = ingress_routes(docs)
+    for app, deployment in function_by_app_id(docs).items():
+        for path in api_paths(app_module(deployment).split(".")[1]):
+            prefixes = [p for p in routes if path == p or path.startswith(p + "/")]
+            assert prefixes, f"{app} serves {path}, which no Ingress path routes"
+            longest = max(prefixes, key=len)
+            assert routes[longest][0] == deployment["metadata"]["name"], f"{path} goes to {routes[longest][0]}"
+
+
+def test_every_ingress_path_goes_to_a_function_that_serves_it(docs):
+    by_service = {d["metadata"]["name"]: d for d in functions(docs)}
+    for prefix, (service, _) in ingress_routes(docs).items():
+        assert service in by_service, f"{prefix} goes to {service}, not a function"
+        served = api_paths(app_module(by_service[service]).split(".")[1])
+        assert any(p == prefix or p.startswith(prefix + "/") for p in served), f"{service} serves nothing under {prefix}"
+
+
+# --- settings -------------------------------------------------------------------------------------
+def test_every_environment_variable_is_a_setting(docs):
+    from functions.common.settings import Settings
+
+    known = {field.alias for field in Settings.model_fields.values()}
+    for deployment in functions(docs):
+        names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        assert names <= known, f"{deployment['metadata']['name']}: {sorted(names - known)} are read by nothing"
+        # Every secret setting must come from the cluster, never from the code's local defaults.
+        assert {"MONGODB_URI", "SHOP_JWT_SECRET", "SHOP_ADMIN_EMAIL", "SHOP_ADMIN_PASSWORD"} <= names
