@@ -4,17 +4,13 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from functions.cart.models import Cart, CartLine
+from functions.common.money import money
 
 # A generous bound per line: a typo of 10**9 units is a bad request, not an order.
 MAX_QUANTITY = 1000
 # Distinct products per cart: an order prices each line with products, one call per line.
 MAX_LINES = 100
 Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY, strict=True)]
-
-
-def money(cents: int) -> float:
-    """Cents as a number with two decimals, as the HTTP API shows prices."""
-    return round(cents / 100, 2)
 
 
 class AddItem(BaseModel):

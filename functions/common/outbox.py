@@ -144,12 +144,16 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        # Cancel until it ends: a cancellation that lands inside a sweep can be swallowed by the
+        # driver (seen with pymongo's async client), and the loop then sleeps on, so a single
+        # cancel() and await could hang shutdown forever.
+        while not self._task.done():
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._task}, timeout=0.5)
+        if not self._task.cancelled() and self._task.exception() is not None:
+            log.error("outbox relay ended with an error", exc_info=self._task.exception())
 
 
 async def relay(model: type[Document], doc_id: Any) -> int:

@@ -26,7 +26,7 @@ from datetime import datetime
 from pymongo.errors import DuplicateKeyError
 
 from functions.payments.models import Invoice, InvoiceNumber, Order
-from functions.payments.pricing import money_text
+from functions.common.money import money_text
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ when the order is placed.
 import asyncio
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from urllib.parse import quote
 
 from fastapi import HTTPException, status
 from pydantic import BaseModel, Field, ValidationError
 
 from functions.common import sidecar
+from functions.common.catalogue import ProductSnapshot, fetch_product
 from functions.common.contracts import OrderLine
 from functions.common.sidecar import SidecarError
 
@@ -21,12 +21,6 @@ class CartItem(BaseModel):
     productId: str = Field(min_length=1)
     quantity: int = Field(ge=1)
     updatedAt: datetime | None = None  # the line's last change, on the cart's clock
-
-
-class Product(BaseModel):
-    id: str
-    name: str
-    priceCents: int = Field(ge=0)
 
 
 class Amounts(BaseModel):
@@ -54,21 +48,13 @@ def latest_change(items: list[CartItem]) -> datetime | None:
     return None if None in stamps else max(stamps)
 
 
-async def _product(product_id: str) -> Product:
-    response = await sidecar.invoke("products", f"api/products/{quote(product_id, safe='')}")
-    if response.status_code == status.HTTP_404_NOT_FOUND:
+async def _product(product_id: str) -> ProductSnapshot:
+    product = await fetch_product(product_id)
+    if product is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"Product {product_id} in your cart no longer exists; remove it and order again",
         )
-    if response.status_code != status.HTTP_200_OK:
-        raise SidecarError(f"products answered {response.status_code} for product {product_id}")
-    try:
-        product = Product.model_validate(response.json()["data"])
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
-        raise SidecarError(f"products answered an unreadable product {product_id}: {exc}") from exc
-    if product.id != product_id:
-        raise SidecarError(f"products answered product {product.id} for {product_id}")
     return product
 
 
@@ -89,13 +75,3 @@ def amounts(lines: list[OrderLine], tax_rate: float) -> Amounts:
     # Tax rounded half up to the cent, once, on the subtotal.
     tax = int((Decimal(subtotal) * Decimal(str(tax_rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     return Amounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax)
-
-
-def money(cents: int) -> float:
-    """Cents as a number with two decimals, as the HTTP API shows prices."""
-    return round(cents / 100, 2)
-
-
-def money_text(cents: int) -> str:
-    """Cents as text with two decimals, for e-mails: 2975 -> "29.75"."""
-    return f"{cents // 100}.{cents % 100:02d}"

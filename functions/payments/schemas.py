@@ -5,7 +5,7 @@ from pydantic import BaseModel, EmailStr, StringConstraints
 
 from functions.common.contracts import OrderLine
 from functions.payments.models import Invoice, Order, OrderStatus, Transition
-from functions.payments.pricing import money
+from functions.common.money import money
 
 # A card token as processors issue them ("tok_visa"); never a card number.
 CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]

@@ -86,7 +86,7 @@ async def update_product(product_id: str, body: ProductUpdate, _: AdminUser) -> 
     product = await _found(product_id)
     # $set of the given fields only, under the product's lock: never a whole-document save that
     # could overwrite a concurrent stock reservation.
-    async with product_lock(str(product.id)):
+    async with product_lock(product.id):
         changed = await Product.get_pymongo_collection().update_one(
             {"_id": product.id}, {"$set": {**body.changes(), "updatedAt": now()}}
         )
@@ -98,7 +98,7 @@ async def update_product(product_id: str, body: ProductUpdate, _: AdminUser) -> 
 @router.delete("/{product_id}", summary="Delete a product (admins)")
 async def delete_product(product_id: str, _: AdminUser) -> Envelope[ProductOut]:
     product = await _found(product_id)
-    async with product_lock(str(product.id)):
+    async with product_lock(product.id):
         deleted = await Product.get_pymongo_collection().delete_one({"_id": product.id})
     if not deleted.deleted_count:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)

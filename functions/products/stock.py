@@ -9,9 +9,10 @@ carries the outcome event in its outbox.
 
 FerretDB 1.x (the local database) applies an update as read-modify-write without isolation, so
 two concurrent updates of one document can lose one of them; MongoDB makes each conditional
-update atomic. Every write to a product's stock in this process therefore goes through
-`product_lock`, which makes one replica correct on either database; across replicas the
-conditional filters are what keep stock from going negative, which needs MongoDB.
+update atomic. Every update of a product or a reservation here therefore holds that document's
+`outbox.write_lock` (the lock the outbox relay's pull takes too), which makes one replica
+correct on either database; across replicas the conditional filters are what keep stock from
+going negative, which needs MongoDB.
 """
 
 import asyncio
@@ -19,8 +20,7 @@ import hashlib
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
@@ -34,7 +34,7 @@ from functions.products.models import Product, ReservedLine, StockReservation
 
 log = logging.getLogger(__name__)
 
-_locks: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
+_order_locks: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
@@ -42,18 +42,21 @@ class ReservationInProgress(Exception):
     """The order's reservation is still being taken: handling its cancellation must wait (RETRY)."""
 
 
-@asynccontextmanager
-async def _locked(name: str) -> AsyncIterator[None]:
-    lock = _locks.get(name)
+def _order_lock(order_id: str) -> asyncio.Lock:
+    """One handler at a time per order in this process: a redelivery racing the first waits."""
+    lock = _order_locks.get(order_id)
     if lock is None:
-        lock = _locks[name] = asyncio.Lock()
-    async with lock:
-        yield
+        lock = _order_locks[order_id] = asyncio.Lock()
+    return lock
 
 
-def product_lock(product_id: str):
-    """Serialise this process's writes to one product (see the module docstring)."""
-    return _locked(f"product:{product_id}")
+def product_lock(product_id: PydanticObjectId) -> asyncio.Lock:
+    """Held around every update of one product in this process (see the module docstring)."""
+    return outbox.write_lock(Product, product_id)
+
+
+def _reservation_lock(order_id: str) -> asyncio.Lock:
+    return outbox.write_lock(StockReservation, order_id)
 
 
 def parse_product_id(product_id: str) -> PydanticObjectId | None:
@@ -88,7 +91,7 @@ async def _take(order_id: str, line: ReservedLine) -> bool:
         return False
     hold = f"holds.{hold_key(order_id)}"
     products = Product.get_pymongo_collection()
-    async with product_lock(line.productId):
+    async with product_lock(product_id):
         taken = await products.update_one(
             {"_id": product_id, "stock": {"$gte": line.quantity}, hold: {"$exists": False}},
             {"$inc": {"stock": -line.quantity}, "$set": {hold: line.quantity, "updatedAt": now()}},
@@ -105,7 +108,7 @@ async def _give_back(order_id: str, line: ReservedLine) -> None:
     if product_id is None:
         return
     hold = f"holds.{hold_key(order_id)}"
-    async with product_lock(line.productId):
+    async with product_lock(product_id):
         await Product.get_pymongo_collection().update_one(
             {"_id": product_id, hold: {"$exists": True}},
             {"$inc": {"stock": line.quantity}, "$unset": {hold: ""}, "$set": {"updatedAt": now()}},
@@ -118,7 +121,7 @@ async def _keep(order_id: str, line: ReservedLine) -> None:
     if product_id is None:
         return
     hold = f"holds.{hold_key(order_id)}"
-    async with product_lock(line.productId):
+    async with product_lock(product_id):
         await Product.get_pymongo_collection().update_one(
             {"_id": product_id, hold: {"$exists": True}}, {"$unset": {hold: ""}}
         )
@@ -133,7 +136,7 @@ async def _available(line: ReservedLine) -> bool:
 
 async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
     """Reserve every line of the order or none, and stage `stock_reserved` / `stock_rejected`."""
-    async with _locked(f"order:{order_id}"):
+    async with _order_lock(order_id):
         reservation = StockReservation(id=order_id, state="reserving", lines=merge_lines(lines))
         try:
             await reservation.insert()
@@ -169,23 +172,25 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
             outcome = StockReserved(orderId=order_id)
 
         pending = PendingEvent.of(outcome, source=APP_ID, key=order_id)
-        collection = StockReservation.get_pymongo_collection()
-        decided = await collection.update_one(
-            {"_id": order_id, "state": "reserving"},
-            {
-                "$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()},
-                "$push": outbox.push(pending),
-            },
-        )
+        async with _reservation_lock(order_id):
+            decided = await StockReservation.get_pymongo_collection().update_one(
+                {"_id": order_id, "state": "reserving"},
+                {
+                    "$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()},
+                    "$push": outbox.push(pending),
+                },
+            )
         if not decided.matched_count:
-            log.warning("reservation %s was decided by another delivery", order_id)
+            # Only another replica handling the same order at the same moment gets here (this
+            # process serialises an order's handlers); its outcome stands, and is what is announced.
+            log.error("reservation %s was decided by another delivery; this one's outcome (%s) is dropped", order_id, state)
         await outbox.flush(StockReservation, order_id)
         return await StockReservation.get(order_id)
 
 
 async def release(order_id: str) -> None:
     """The order was cancelled: give back exactly what it holds, once."""
-    async with _locked(f"order:{order_id}"):
+    async with _order_lock(order_id):
         reservation = await StockReservation.get(order_id)
         if reservation is None:
             # The cancellation overtook its order_created: leave a marker so that, when the
@@ -203,19 +208,21 @@ async def release(order_id: str) -> None:
             return  # rejected orders already gave back their units; released ones did too
         for line in reservation.lines:
             await _give_back(order_id, line)
-        await StockReservation.get_pymongo_collection().update_one(
-            {"_id": order_id, "state": "reserved"}, {"$set": {"state": "released", "updatedAt": now()}}
-        )
+        async with _reservation_lock(order_id):
+            await StockReservation.get_pymongo_collection().update_one(
+                {"_id": order_id, "state": "reserved"}, {"$set": {"state": "released", "updatedAt": now()}}
+            )
 
 
 async def commit(order_id: str) -> None:
     """The order was paid: its reserved units are sold; drop its holds."""
-    async with _locked(f"order:{order_id}"):
+    async with _order_lock(order_id):
         reservation = await StockReservation.get(order_id)
         if reservation is None or reservation.state != "reserved":
             return
         for line in reservation.lines:
             await _keep(order_id, line)
-        await StockReservation.get_pymongo_collection().update_one(
-            {"_id": order_id, "state": "reserved"}, {"$set": {"state": "committed", "updatedAt": now()}}
-        )
+        async with _reservation_lock(order_id):
+            await StockReservation.get_pymongo_collection().update_one(
+                {"_id": order_id, "state": "reserved"}, {"$set": {"state": "committed", "updatedAt": now()}}
+            )

@@ -68,10 +68,12 @@ async def login(body: LoginRequest) -> Envelope[Session]:
 
     logged_in = now()
     pending = PendingEvent.of(UserLoggedIn(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
-    # The login time and its event in one write, relayed like every other event.
-    await User.get_pymongo_collection().update_one(
-        {"_id": user.id}, {"$set": {"lastLoginAt": logged_in}, "$push": outbox.push(pending)}
-    )
+    # The login time and its event in one write, relayed like every other event; under the
+    # document's write lock, so a relay pulling an earlier login's event cannot overwrite it.
+    async with outbox.write_lock(User, user.id):
+        await User.get_pymongo_collection().update_one(
+            {"_id": user.id}, {"$set": {"lastLoginAt": logged_in}, "$push": outbox.push(pending)}
+        )
     await outbox.flush(User, user.id)
     token = issue_token(str(user.id), user.email, user.role)
     return Envelope(message="Logged in", data=Session(token=token, user=UserOut.of(user)))

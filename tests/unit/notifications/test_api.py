@@ -76,3 +76,28 @@ async def test_reading_emails_needs_a_valid_token(client):
     assert (await client.get("/api/notifications")).status_code == 401
     forged = {"Authorization": "Bearer " + issue_token("u" * 24, "x@example.com", "admin")[:-4] + "AAAA"}
     assert (await client.get("/api/notifications", headers=forged)).status_code == 401
+
+
+async def test_health_readiness_docs_and_subscriptions(client):
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/docs")).status_code == 200
+    assert "/api/notifications" in (await client.get("/openapi.json")).json()["paths"]
+    topics = sorted(s["topic"] for s in (await client.get("/dapr/subscribe")).json())
+    assert topics == ["cart_removals", "email_notification", "welcome_flow"]
+
+
+async def test_a_delivery_over_http_stores_the_email(client):
+    # As Dapr delivers it: a CloudEvent POSTed to the topic's route.
+    to, event_id = new_address(), f"evt_{uuid.uuid4().hex}"
+    cloud_event = {
+        "id": event_id, "topic": "cart_removals", "source": "cart", "type": "shop.cart_removals.v1",
+        "data": {"userId": "u1", "email": to, "productId": "p1", "productName": "Jabón Artesanal de Lavanda",
+                 "quantity": 1},
+    }  # fmt: skip
+    response = await client.post(
+        "/events/cart_removals", json=cloud_event, headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert response.json() == {"status": "SUCCESS"}
+    [mail] = (await client.get("/api/notifications", headers=bearer(to))).json()["data"]
+    assert mail["eventId"] == event_id and "Jabón Artesanal de Lavanda" in mail["html"] and "1 unidad)" in mail["html"]

@@ -226,3 +226,16 @@ async def test_an_admin_deletes_a_product(client, admin):
     assert response.status_code == 200 and response.json()["data"]["id"] == created["id"]
     assert (await client.get(f"/api/products/{created['id']}")).status_code == 404
     assert (await client.delete(f"/api/products/{created['id']}", headers=admin)).status_code == 404
+
+
+async def test_health_readiness_docs_and_subscriptions(client):
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/docs")).status_code == 200
+    assert {"/api/products", "/api/products/{product_id}"} <= set((await client.get("/openapi.json")).json()["paths"])
+    subscribed = {s["topic"]: s["deadLetterTopic"] for s in (await client.get("/dapr/subscribe")).json()}
+    assert subscribed == {
+        "order_created": "dlq_products_order_created",
+        "order_cancelled": "dlq_products_order_cancelled",
+        "payment_processed": "dlq_products_payment_processed",
+    }

@@ -262,3 +262,17 @@ async def test_a_malformed_event_is_dropped(dapr, make_product):
     assert await deliver(OrderCreated, reserve_order_stock, {"id": "evt_bad", "data": {"orderId": "x"}}) == "DROP"
     assert await deliver(OrderCreated, reserve_order_stock, {"data": {}}) == "DROP"
     assert dapr.published == []
+
+
+async def test_an_admin_edit_during_reservations_loses_neither(client, dapr, admin, make_product):
+    # A PATCH $sets other fields of the same document the reservations $inc; on FerretDB an
+    # unserialised pair of updates would drop one of them.
+    lamp = await make_product(20)
+    orders = [order((lamp, 2)) for _ in range(5)]
+    edits = [client.patch(f"/api/products/{lamp.id}", json={"name": f"Lámpara {i}"}, headers=admin) for i in range(5)]
+    results = await asyncio.gather(*edits, *(reserve_order_stock(o, context("order_created")) for o in orders))
+
+    assert all(r.status_code == 200 for r in results[:5])
+    stored = await Product.get(lamp.id)
+    assert stored.stock == 10 and len(stored.holds) == 5
+    assert stored.name.startswith("Lámpara ")

@@ -264,3 +264,22 @@ async def test_an_admin_email_taken_by_a_customer_is_not_promoted(client, admin_
     await ensure_admin()
     [user] = await User.find(User.email == body["email"]).to_list()
     assert user.role == "customer"
+
+
+async def test_concurrent_logins_each_announce_themselves(client, dapr):
+    body = new_registration()
+    user_id = (await client.post("/api/users/register", json=body)).json()["data"]["id"]
+    logins = await asyncio.gather(*(client.post("/api/users/login", json=body) for _ in range(5)))
+
+    assert [r.status_code for r in logins] == [200] * 5
+    events = [e for e in dapr.events("user_login") if e["data"]["userId"] == user_id]
+    assert len({e["id"] for e in events}) == 5
+    assert (await User.get(user_id)).outbox == []
+
+
+async def test_health_readiness_and_docs(client):
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/api/users/register", "/api/users/login", "/api/users/me"} <= set(paths)

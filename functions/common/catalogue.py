@@ -1,0 +1,39 @@
+"""A product as the other functions see it, asked of products through Dapr service invocation.
+
+Names and prices always come from here, never from a client: cart prices its lines with it and
+payments prices an order again with it when the order is placed.
+"""
+
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field, ValidationError
+
+from functions.common import sidecar
+from functions.common.sidecar import SidecarError
+
+
+class ProductSnapshot(BaseModel):
+    """The part of products' `GET /api/products/{id}` answer other functions rely on."""
+
+    id: str
+    name: str
+    priceCents: int = Field(ge=0)
+
+
+async def fetch_product(product_id: str) -> ProductSnapshot | None:
+    """The product as products knows it now; None if there is no such product.
+
+    Raises SidecarError (503 for a request, RETRY for a handler) if products cannot answer.
+    """
+    response = await sidecar.invoke("products", f"api/products/{quote(product_id, safe='')}")
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise SidecarError(f"products answered {response.status_code} for product {product_id}")
+    try:
+        product = ProductSnapshot.model_validate(response.json()["data"])
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise SidecarError(f"products answered an unreadable product {product_id}: {exc}") from exc
+    if product.id != product_id:
+        raise SidecarError(f"products answered product {product.id} for {product_id}")
+    return product
