@@ -10,6 +10,7 @@ from datetime import timedelta
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from functions.common import outbox
 from functions.common.consumers import EventContext, PermanentError
 from functions.common.outbox import now
 from functions.notifications.mailer import (
@@ -59,11 +60,14 @@ async def send_once(
 
     emails = Email.get_pymongo_collection()
     claimed_at = now()
-    claimed = await emails.find_one_and_update(
-        {"eventId": context.id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
-        {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
-        return_document=ReturnDocument.AFTER,
-    )
+    # FerretDB does not isolate a find-and-modify from a concurrent one; the lock (keyed by the
+    # event) makes the claim exclusive in this process, the lease across replicas on MongoDB.
+    async with outbox.write_lock(Email, context.id):
+        claimed = await emails.find_one_and_update(
+            {"eventId": context.id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
+            {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
     if claimed is None:
         stored = await Email.find_one(Email.eventId == context.id)
         if stored is not None and stored.status != "pending":

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from functions.common.money import money
 from functions.common.web import Envelope
 from functions.products.models import Product
 
@@ -35,7 +36,7 @@ class ProductOut(BaseModel):
             id=str(product.id),
             name=product.name,
             description=product.description,
-            price=round(product.priceCents / 100, 2),
+            price=money(product.priceCents),
             priceCents=product.priceCents,
             category=product.category,
             stock=product.stock,

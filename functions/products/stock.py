@@ -183,7 +183,7 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
         if not decided.matched_count:
             # Only another replica handling the same order at the same moment gets here (this
             # process serialises an order's handlers); its outcome stands, and is what is announced.
-            log.error("reservation %s was decided by another delivery; this one's outcome (%s) is dropped", order_id, state)
+            log.error("reservation %s was decided by another delivery; this outcome (%s) is dropped", order_id, state)
         await outbox.flush(StockReservation, order_id)
         return await StockReservation.get(order_id)
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 import pytest
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 
 from functions.common.auth import (
     AdminUser,
@@ -69,8 +69,6 @@ def test_a_token_signed_with_none_is_refused():
 
 
 async def test_the_dependencies_answer_401_and_403():
-    from fastapi import FastAPI
-
     app = FastAPI()
     install_error_handlers(app)
     router = APIRouter()

@@ -3,6 +3,7 @@
 import uuid
 
 import httpx
+from dapr.ext.fastapi import DaprApp
 from fastapi import FastAPI
 
 from functions.common.consumers import (
@@ -14,7 +15,6 @@ from functions.common.consumers import (
     deliver,
 )
 from functions.common.contracts import OrderCancelled, StockReserved
-from dapr.ext.fastapi import DaprApp
 
 
 def cloud_event(order_id: str = "o1", event_id: str | None = None) -> dict:

@@ -61,7 +61,8 @@ async def test_an_atomic_update_can_stage_its_event_too(database, dapr):
     assert result.modified_count == 1
     await outbox.flush(Parcel, parcel.id)
 
-    assert [(e["topic"], e["id"], e["data"]) for e in dapr.published] == [("stock_reserved", pending.id, {"orderId": "o1"})]
+    published = [(e["topic"], e["id"], e["data"]) for e in dapr.published]
+    assert published == [("stock_reserved", pending.id, {"orderId": "o1"})]
     stored = await Parcel.get(parcel.id)
     assert stored.weight == 5 and stored.outbox == []
 

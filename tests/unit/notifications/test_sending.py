@@ -1,5 +1,6 @@
 """The three topic handlers: templates, one e-mail per event, SendGrid outcomes."""
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -201,3 +202,15 @@ async def test_a_lapsed_lease_lets_the_next_delivery_send(client, sendgrid):
 async def test_a_malformed_event_is_dropped(client):
     assert await deliver(EmailRequested, send_requested_email, {"id": "evt_x", "data": {"to": "nope"}}) == "DROP"
     assert await emails_for("evt_x") == []
+
+
+async def test_concurrent_deliveries_of_one_event_send_one_email(client, sendgrid):
+    event, event_id = welcome(), f"evt_{uuid.uuid4().hex}"
+    attempts = [send_welcome_email(event, EventContext(id=event_id, topic="welcome_flow")) for _ in range(4)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+
+    assert sendgrid.call_count == 1
+    # The others found it sent, or found it being sent and asked for a retry (which sends nothing).
+    assert all(r is None or type(r).__name__ == "EmailBusy" for r in results)
+    [email] = await emails_for(event_id)
+    assert email.status == "sent" and email.attempts == 1

@@ -225,7 +225,9 @@ async def test_me_returns_the_caller(client):
     anonymous = await client.get("/api/users/me")
     forged = await client.get("/api/users/me", headers=bearer("not.a.jwt"))
     deleted = await client.get("/api/users/me", headers=bearer(issue_token("0" * 24, "x@example.com", "customer")))
-    odd_subject = await client.get("/api/users/me", headers=bearer(issue_token("not-an-id", "x@example.com", "customer")))
+    odd_subject = await client.get(
+        "/api/users/me", headers=bearer(issue_token("not-an-id", "x@example.com", "customer"))
+    )
 
     assert me.status_code == 200 and me.json()["data"]["email"] == body["email"]
     assert anonymous.status_code == 401 and anonymous.json()["message"]
