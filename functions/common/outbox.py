@@ -11,7 +11,6 @@ already saw it skip it.
 import asyncio
 import logging
 import uuid
-import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from functions.common import sidecar
 from functions.common.contracts import IntegrationEvent
+from functions.common.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,8 @@ class HasOutbox(BaseModel):
         return pending
 
 
-def _lock(registry: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]", model: type[Document], doc_id: Any) -> asyncio.Lock:
-    key = (model.get_collection_name(), str(doc_id))
-    lock = registry.get(key)
-    if lock is None:
-        lock = registry[key] = asyncio.Lock()
-    return lock
-
-
-_write_locks: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]" = weakref.WeakValueDictionary()
-_relay_locks: "weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]" = weakref.WeakValueDictionary()
+_write_locks = KeyedLocks()
+_relay_locks = KeyedLocks()
 
 
 def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
@@ -111,7 +103,7 @@ def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
     its change or its staged event overwritten by the pull. MongoDB needs no lock; across
     replicas the conditional filters decide. Not reentrant: flush after releasing it.
     """
-    return _lock(_write_locks, model, doc_id)
+    return _write_locks((model.get_collection_name(), str(doc_id)))
 
 
 def push(pending: PendingEvent) -> dict[str, Any]:
@@ -162,7 +154,7 @@ async def relay(model: type[Document], doc_id: Any) -> int:
     One relay per document at a time in this process (the request's flush and the sweep may meet),
     and the outbox is read under that lock, so an event is not published twice by this process.
     """
-    async with _lock(_relay_locks, model, doc_id):
+    async with _relay_locks((model.get_collection_name(), str(doc_id))):
         raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1})
         pending_events = list((raw or {}).get("outbox") or [])
         for stored in pending_events:

@@ -19,18 +19,18 @@ Within one process an asyncio lock per year serialises the allocations, so concu
 not collide on the index; across replicas a collision just retries with the next number.
 """
 
-import asyncio
 import logging
 from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
-from functions.payments.models import Invoice, InvoiceNumber, Order
+from functions.common.locks import KeyedLocks
 from functions.common.money import money_text
+from functions.payments.models import Invoice, InvoiceNumber, Order
 
 log = logging.getLogger(__name__)
 
-_year_locks: dict[int, asyncio.Lock] = {}
+_year_lock = KeyedLocks()
 # Collisions only come from other replicas allocating at the same moment; this many in a row
 # means something else is wrong, and the handler's RETRY is the better answer.
 MAX_ATTEMPTS = 100
@@ -42,8 +42,7 @@ def format_invoice_number(year: int, seq: int) -> str:
 
 async def allocate_invoice_number(order_id: str, year: int) -> str:
     """The order's invoice number: the one it already has, or the next of `year`."""
-    lock = _year_locks.setdefault(year, asyncio.Lock())
-    async with lock:
+    async with _year_lock(year):
         for _ in range(MAX_ATTEMPTS):
             owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
             if owned is not None:

@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import weakref
 from collections.abc import Iterable
 
 from beanie import PydanticObjectId
@@ -28,26 +27,20 @@ from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
+from functions.common.locks import KeyedLocks
 from functions.common.outbox import PendingEvent, now
 from functions.products import APP_ID
 from functions.products.models import Product, ReservedLine, StockReservation
 
 log = logging.getLogger(__name__)
 
-_order_locks: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
+# One handler at a time per order in this process: a redelivery racing the first waits.
+_order_lock = KeyedLocks()
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 class ReservationInProgress(Exception):
     """The order's reservation is still being taken: handling its cancellation must wait (RETRY)."""
-
-
-def _order_lock(order_id: str) -> asyncio.Lock:
-    """One handler at a time per order in this process: a redelivery racing the first waits."""
-    lock = _order_locks.get(order_id)
-    if lock is None:
-        lock = _order_locks[order_id] = asyncio.Lock()
-    return lock
 
 
 def product_lock(product_id: PydanticObjectId) -> asyncio.Lock:
