@@ -15,7 +15,6 @@ Standard library only: it runs before the project's virtualenv exists.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -269,7 +268,7 @@ def start_kafka() -> None:
 
 def start_ferretdb() -> None:
     if os.environ.get("MONGODB_URI"):
-        say(f"MONGODB_URI is set: using that database, not FerretDB")
+        say("MONGODB_URI is set: using that database, not FerretDB")
         return
     if port_open(DB_PORT):
         say(f"a database already listens on 127.0.0.1:{DB_PORT}")
