@@ -162,14 +162,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_open(port):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
-        time.sleep(0.2)
-
-
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -184,6 +176,10 @@ def wait_until(what: str, check, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f}s; logs: {LOGS}")
         time.sleep(0.3)
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    wait_until(f"a listener on 127.0.0.1:{port}", lambda: port_open(port), timeout)
 
 
 def pid_file(name: str) -> Path:
@@ -209,6 +205,12 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Pat
 
 
 def alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own child (the test fixtures start the stack in-process).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
