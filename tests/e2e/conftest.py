@@ -3,6 +3,7 @@ per session or reused when already running, with a packet capture around all of 
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,15 @@ CAPTURE_TEST = "test_no_packet_left_loopback"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The capture verdict covers every other end-to-end test, so it runs last.
-    items.sort(key=lambda item: item.name == CAPTURE_TEST)
+    """The capture verdict covers every other end-to-end test, so it runs right after the last
+    of them, before other suites (the k8s checks fetch their tools) can add traffic of their own."""
+    verdict = [item for item in items if item.name == CAPTURE_TEST]
+    if not verdict:
+        return
+    items.remove(verdict[0])
+    e2e = Path(__file__).parent
+    last_e2e = max((i for i, item in enumerate(items) if e2e in Path(item.path).parents), default=len(items) - 1)
+    items.insert(last_e2e + 1, verdict[0])
 
 
 @pytest.fixture(scope="session")
