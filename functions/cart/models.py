@@ -4,7 +4,8 @@ from beanie import Document
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
-from functions.common.outbox import HasOutbox, now
+from functions.common.clock import now
+from functions.common.outbox import HasOutbox
 
 
 class CartLine(BaseModel):

@@ -12,8 +12,9 @@ from functions.cart.models import Cart, CartLine
 from functions.cart.schemas import MAX_LINES, MAX_QUANTITY, AddItem, CartOut, ChangeQuantity
 from functions.common import outbox
 from functions.common.auth import CurrentUser
+from functions.common.clock import now
 from functions.common.contracts import CartItemRemoved, CartUpdated
-from functions.common.outbox import PendingEvent, now, write_lock
+from functions.common.outbox import PendingEvent, write_lock
 from functions.common.web import Envelope
 
 router = APIRouter(prefix="/api/cart", tags=["cart"])

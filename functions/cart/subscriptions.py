@@ -5,9 +5,10 @@ import logging
 from functions.cart import APP_ID
 from functions.cart.catalogue import is_product_id
 from functions.cart.models import Cart
+from functions.common.clock import now
 from functions.common.consumers import EventContext, Subscriptions
 from functions.common.contracts import CartCheckedOut
-from functions.common.outbox import now, write_lock
+from functions.common.outbox import write_lock
 
 log = logging.getLogger(__name__)
 subscriptions = Subscriptions(APP_ID)

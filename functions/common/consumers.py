@@ -16,8 +16,8 @@ from fastapi import Body
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import DuplicateKeyError
 
+from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
-from functions.common.outbox import now
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ already saw it skip it.
 import asyncio
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from beanie import Document
@@ -19,14 +19,11 @@ from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import sidecar
+from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
 from functions.common.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 class PendingEvent(BaseModel):

@@ -5,19 +5,13 @@ from beanie import Document
 from pydantic import Field
 from pymongo import IndexModel
 
-from functions.common.outbox import now
+from functions.common.clock import stored_now
 
 # pending: not yet accepted by the provider (being sent, or waiting for a retry);
 # sent: accepted by SendGrid; outboxed: kept here only (no SENDGRID_API_KEY);
 # failed: refused by SendGrid (4xx), dead-lettered.
 EmailStatus = Literal["pending", "sent", "outboxed", "failed"]
 Template = Literal["welcome", "cart_removal", "invoice", "message"]
-
-
-def stored_now() -> datetime:
-    """Now, to the millisecond MongoDB keeps: the API answers the same before and after a save."""
-    moment = now()
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class Email(Document):

@@ -11,8 +11,8 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
+from functions.common.clock import now
 from functions.common.consumers import EventContext, PermanentError
-from functions.common.outbox import now
 from functions.notifications.mailer import (
     Mailer,
     OutgoingEmail,

@@ -5,8 +5,9 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
+from functions.common.clock import now
 from functions.common.contracts import OrderLine
-from functions.common.outbox import HasOutbox, now
+from functions.common.outbox import HasOutbox
 
 OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"invoiced", "rejected", "payment_failed"})

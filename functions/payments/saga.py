@@ -18,9 +18,10 @@ from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
+from functions.common.clock import now
 from functions.common.consumers import PermanentError
 from functions.common.contracts import IntegrationEvent
-from functions.common.outbox import PendingEvent, now, write_lock
+from functions.common.outbox import PendingEvent, write_lock
 from functions.payments import APP_ID
 from functions.payments.models import Order, OrderStatus, Payment, Transition
 from functions.payments.processor import get_processor

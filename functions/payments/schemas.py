@@ -4,8 +4,8 @@ from typing import Annotated
 from pydantic import BaseModel, EmailStr, StringConstraints
 
 from functions.common.contracts import OrderLine
-from functions.payments.models import Invoice, Order, OrderStatus, Transition
 from functions.common.money import money
+from functions.payments.models import Invoice, Order, OrderStatus, Transition
 
 # A card token as processors issue them ("tok_visa"); never a card number.
 CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]

@@ -3,6 +3,7 @@
 import logging
 
 from functions.common import outbox
+from functions.common.clock import now
 from functions.common.consumers import EventContext, PermanentError, Subscriptions
 from functions.common.contracts import (
     EmailRequested,
@@ -13,7 +14,7 @@ from functions.common.contracts import (
     StockRejected,
     StockReserved,
 )
-from functions.common.outbox import now, write_lock
+from functions.common.outbox import write_lock
 from functions.payments import APP_ID
 from functions.payments.invoicing import (
     allocate_invoice_number,

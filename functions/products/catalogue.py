@@ -7,8 +7,8 @@ from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
+from functions.common.clock import now
 from functions.common.contracts import ProductCreated
-from functions.common.outbox import now
 from functions.products import APP_ID
 from functions.products.models import CatalogueSeed, Product
 

@@ -5,13 +5,8 @@ from beanie import Document
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
-from functions.common.outbox import HasOutbox, now
-
-
-def stored_now() -> datetime:
-    """Now, to the millisecond MongoDB keeps: the API answers the same before and after a save."""
-    moment = now()
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+from functions.common.clock import stored_now
+from functions.common.outbox import HasOutbox
 
 
 class Product(Document, HasOutbox):

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from functions.common import outbox
 from functions.common.auth import AdminUser
+from functions.common.clock import now
 from functions.common.contracts import ProductCreated
-from functions.common.outbox import now
 from functions.common.web import Envelope
 from functions.products import APP_ID
 from functions.products.models import Product

@@ -26,9 +26,10 @@ from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
+from functions.common.clock import now
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
 from functions.common.locks import KeyedLocks
-from functions.common.outbox import PendingEvent, now
+from functions.common.outbox import PendingEvent
 from functions.products import APP_ID
 from functions.products.models import Product, ReservedLine, StockReservation
 

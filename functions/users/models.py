@@ -5,13 +5,8 @@ from pydantic import Field
 from pymongo import IndexModel
 
 from functions.common.auth import Role
-from functions.common.outbox import HasOutbox, now
-
-
-def stored_now() -> datetime:
-    """Now, to the millisecond MongoDB keeps: the API answers the same before and after a save."""
-    moment = now()
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+from functions.common.clock import stored_now
+from functions.common.outbox import HasOutbox
 
 
 class User(Document, HasOutbox):

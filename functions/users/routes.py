@@ -8,8 +8,9 @@ from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
 from functions.common.auth import CurrentUser, hash_password, issue_token, verify_password
+from functions.common.clock import now
 from functions.common.contracts import UserLoggedIn, UserRegistered
-from functions.common.outbox import PendingEvent, now
+from functions.common.outbox import PendingEvent
 from functions.common.web import Envelope
 from functions.users import APP_ID
 from functions.users.models import User

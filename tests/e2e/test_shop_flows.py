@@ -6,7 +6,15 @@ import uuid
 
 import pytest
 
-from tests.e2e.shop import admin_token, api, bearer, eventually, kafka_events, new_customer, sidecar
+from tests.e2e.shop import (
+    admin_token,
+    api,
+    bearer,
+    eventually,
+    kafka_events,
+    new_customer,
+    sidecar,
+)
 
 FINAL = {"invoiced", "rejected", "payment_failed"}
 

@@ -10,7 +10,15 @@ from functools import cache
 import pytest
 import yaml
 
-from tests.k8s.manifests import ROOT, find, functions, local, local_apps, metadata_items, one
+from tests.k8s.manifests import (
+    ROOT,
+    find,
+    functions,
+    local,
+    local_apps,
+    metadata_items,
+    one,
+)
 
 
 def app_id(deployment: dict) -> str:

@@ -2,7 +2,15 @@
 
 import subprocess
 
-from tests.k8s.manifests import ROOT, find, functions, kube, local_apps, metadata_items, one
+from tests.k8s.manifests import (
+    ROOT,
+    find,
+    functions,
+    kube,
+    local_apps,
+    metadata_items,
+    one,
+)
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "IngressClass"}
 

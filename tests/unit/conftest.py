@@ -74,6 +74,23 @@ class SidecarMock:
     def events(self, topic: str) -> list[dict]:
         return [e for e in self.published if e["topic"] == topic]
 
+    def product(self, name: str = "Café Orgánico de Altura", price_cents: int = 1250) -> dict:
+        """A product that products answers, through service invocation, as its API does."""
+        product_id = uuid.uuid4().hex[:24]
+        data = {
+            "id": product_id,
+            "name": name,
+            "description": "",
+            "price": round(price_cents / 100, 2),
+            "priceCents": price_cents,
+            "category": "Bebidas",
+            "stock": 10,
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T00:00:00Z",
+        }
+        self.invoke("products", f"api/products/{product_id}").respond(200, json={"message": "Product", "data": data})
+        return data
+
     def invoke(self, app_id: str, path: str, method: str = "GET") -> respx.Route:
         """Route for a service invocation; set `.respond(...)` or `.mock(...)` on it."""
         return self.router.route(method=method, url=f"{SIDECAR}/v1.0/invoke/{app_id}/method/{path.lstrip('/')}")

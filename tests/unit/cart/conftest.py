@@ -32,24 +32,7 @@ def shopper() -> Shopper:
 @pytest.fixture
 def catalogue(dapr):
     """Products as the products function answers them through service invocation."""
-
-    def add(name: str = "Café Orgánico de Altura", price_cents: int = 1250) -> dict:
-        product_id = uuid.uuid4().hex[:24]
-        data = {
-            "id": product_id,
-            "name": name,
-            "description": "",
-            "price": round(price_cents / 100, 2),
-            "priceCents": price_cents,
-            "category": "Bebidas",
-            "stock": 10,
-            "createdAt": "2026-01-01T00:00:00Z",
-            "updatedAt": "2026-01-01T00:00:00Z",
-        }
-        dapr.invoke("products", f"api/products/{product_id}").respond(200, json={"message": "Product", "data": data})
-        return data
-
-    return add
+    return dapr.product
 
 
 def unknown_product(dapr) -> str:

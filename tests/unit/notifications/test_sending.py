@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import httpx
 
+from functions.common.clock import now
 from functions.common.consumers import EventContext, deliver
 from functions.common.contracts import CartItemRemoved, EmailRequested, UserRegistered
-from functions.common.outbox import now
 from functions.common.settings import get_settings
 from functions.notifications.models import Email
 from functions.notifications.subscriptions import (

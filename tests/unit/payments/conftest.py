@@ -62,20 +62,7 @@ class Shop:
 
     def product(self, name: str = "Café Orgánico de Altura", price_cents: int = 1250) -> dict:
         """A product as products answers GET /api/products/{id}."""
-        product_id = uuid.uuid4().hex[:24]
-        data = {
-            "id": product_id,
-            "name": name,
-            "description": "",
-            "price": round(price_cents / 100, 2),
-            "priceCents": price_cents,
-            "category": "Bebidas",
-            "stock": 10,
-            "createdAt": "2026-01-01T00:00:00Z",
-            "updatedAt": "2026-01-01T00:00:00Z",
-        }
-        self.dapr.invoke("products", f"api/products/{product_id}").respond(200, json={"message": "Product", "data": data})
-        return data
+        return self.dapr.product(name, price_cents)
 
     def cart(self, *lines: tuple[dict, int], unit_price: float | None = None):
         """The caller's cart as cart answers GET /api/cart/items; `unit_price` overrides the

@@ -4,7 +4,12 @@ would) to payments' own handlers through `deliver`."""
 import uuid
 
 from functions.common.consumers import deliver
-from functions.common.contracts import InvoiceProcessing, PaymentProcessed, StockRejected, StockReserved
+from functions.common.contracts import (
+    InvoiceProcessing,
+    PaymentProcessed,
+    StockRejected,
+    StockReserved,
+)
 from functions.payments.subscriptions import (
     charge_reserved_order,
     invoice_paid_order,

@@ -6,10 +6,28 @@ import uuid
 from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import InvoiceProcessing, PaymentProcessed, StockRejected, StockReserved
+from functions.common.contracts import (
+    InvoiceProcessing,
+    PaymentProcessed,
+    StockRejected,
+    StockReserved,
+)
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
-from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, mail_invoice, reject_order
-from tests.unit.payments.saga_steps import from_products, invoice, mail, one, published, reject, reserve
+from functions.payments.subscriptions import (
+    charge_reserved_order,
+    invoice_paid_order,
+    mail_invoice,
+    reject_order,
+)
+from tests.unit.payments.saga_steps import (
+    from_products,
+    invoice,
+    mail,
+    one,
+    published,
+    reject,
+    reserve,
+)
 
 
 async def placed(client, shop, customer, card: str, *lines) -> str:

@@ -4,10 +4,19 @@ import asyncio
 import uuid
 
 from functions.common.consumers import EventContext, ProcessedEvent, deliver
-from functions.common.contracts import OrderCancelled, OrderCreated, OrderLine, PaymentProcessed
+from functions.common.contracts import (
+    OrderCancelled,
+    OrderCreated,
+    OrderLine,
+    PaymentProcessed,
+)
 from functions.products import stock
 from functions.products.models import Product, StockReservation
-from functions.products.subscriptions import keep_paid_order_stock, release_order_stock, reserve_order_stock
+from functions.products.subscriptions import (
+    keep_paid_order_stock,
+    release_order_stock,
+    reserve_order_stock,
+)
 
 
 def order(*lines: tuple[Product | str, int], order_id: str | None = None) -> OrderCreated:
