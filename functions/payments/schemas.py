@@ -62,10 +62,9 @@ class LineOut(BaseModel):
         )
 
 
-class InvoiceOut(BaseModel):
-    number: str
-    issuedAt: datetime
-    lines: list[LineOut]
+class AmountsOut(BaseModel):
+    """An order's or an invoice's amounts: numbers with two decimals beside their cents."""
+
     subtotal: float
     subtotalCents: int
     taxRate: float
@@ -74,6 +73,25 @@ class InvoiceOut(BaseModel):
     total: float
     totalCents: int
     currency: str
+
+    @staticmethod
+    def amounts(source: Order | Invoice) -> dict:
+        return {
+            "subtotal": money(source.subtotalCents),
+            "subtotalCents": source.subtotalCents,
+            "taxRate": source.taxRate,
+            "tax": money(source.taxCents),
+            "taxCents": source.taxCents,
+            "total": money(source.totalCents),
+            "totalCents": source.totalCents,
+            "currency": source.currency,
+        }
+
+
+class InvoiceOut(AmountsOut):
+    number: str
+    issuedAt: datetime
+    lines: list[LineOut]
 
     @classmethod
     def of(cls, invoice: Invoice) -> "InvoiceOut":
@@ -81,32 +99,17 @@ class InvoiceOut(BaseModel):
             number=invoice.number,
             issuedAt=invoice.issuedAt,
             lines=[LineOut.of(line) for line in invoice.lines],
-            subtotal=money(invoice.subtotalCents),
-            subtotalCents=invoice.subtotalCents,
-            taxRate=invoice.taxRate,
-            tax=money(invoice.taxCents),
-            taxCents=invoice.taxCents,
-            total=money(invoice.totalCents),
-            totalCents=invoice.totalCents,
-            currency=invoice.currency,
+            **cls.amounts(invoice),
         )
 
 
-class OrderOut(BaseModel):
+class OrderOut(AmountsOut):
     id: str
     orderId: str
     userId: str
     email: str
     status: OrderStatus
     lines: list[LineOut]
-    subtotal: float
-    subtotalCents: int
-    taxRate: float
-    tax: float
-    taxCents: int
-    total: float
-    totalCents: int
-    currency: str
     paymentId: str | None
     failureReason: str | None
     invoiceNumber: str | None
@@ -124,14 +127,7 @@ class OrderOut(BaseModel):
             email=order.email,
             status=order.status,
             lines=[LineOut.of(line) for line in order.lines],
-            subtotal=money(order.subtotalCents),
-            subtotalCents=order.subtotalCents,
-            taxRate=order.taxRate,
-            tax=money(order.taxCents),
-            taxCents=order.taxCents,
-            total=money(order.totalCents),
-            totalCents=order.totalCents,
-            currency=order.currency,
+            **cls.amounts(order),
             paymentId=order.paymentId,
             failureReason=order.failureReason,
             invoiceNumber=order.invoiceNumber,

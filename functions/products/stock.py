@@ -96,29 +96,18 @@ async def _take(order_id: str, line: ReservedLine) -> bool:
         return await products.count_documents({"_id": product_id, hold: {"$exists": True}}, limit=1) > 0
 
 
-async def _give_back(order_id: str, line: ReservedLine) -> None:
-    """Return the units the order holds of this product, if it holds any."""
+async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> None:
+    """End the order's hold on this product, if it holds one: `restock` returns its units (the
+    order was cancelled); otherwise they stay sold (the order was paid)."""
     product_id = parse_product_id(line.productId)
     if product_id is None:
         return
     hold = f"holds.{hold_key(order_id)}"
+    update = {"$unset": {hold: ""}}
+    if restock:
+        update |= {"$inc": {"stock": line.quantity}, "$set": {"updatedAt": now()}}
     async with product_lock(product_id):
-        await Product.get_pymongo_collection().update_one(
-            {"_id": product_id, hold: {"$exists": True}},
-            {"$inc": {"stock": line.quantity}, "$unset": {hold: ""}, "$set": {"updatedAt": now()}},
-        )
-
-
-async def _keep(order_id: str, line: ReservedLine) -> None:
-    """The order was paid: its units are sold, so drop the hold without returning them."""
-    product_id = parse_product_id(line.productId)
-    if product_id is None:
-        return
-    hold = f"holds.{hold_key(order_id)}"
-    async with product_lock(product_id):
-        await Product.get_pymongo_collection().update_one(
-            {"_id": product_id, hold: {"$exists": True}}, {"$unset": {hold: ""}}
-        )
+        await Product.get_pymongo_collection().update_one({"_id": product_id, hold: {"$exists": True}}, update)
 
 
 async def _available(line: ReservedLine) -> bool:
@@ -157,7 +146,7 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
             outcome = StockRejected(orderId=order_id, reason=reason)
         elif short:
             for line in reservation.lines:  # compensate: give back whatever this order took
-                await _give_back(order_id, line)
+                await _drop_hold(order_id, line, restock=True)
             names = [line.name for line in reservation.lines if line.productId in short]
             state, reason = "rejected", "Not enough stock for: " + ", ".join(names)
             outcome = StockRejected(orderId=order_id, reason=reason, productIds=short)
@@ -201,7 +190,7 @@ async def release(order_id: str) -> None:
         if reservation.state != "reserved":
             return  # rejected orders already gave back their units; released ones did too
         for line in reservation.lines:
-            await _give_back(order_id, line)
+            await _drop_hold(order_id, line, restock=True)
         async with _reservation_lock(order_id):
             await StockReservation.get_pymongo_collection().update_one(
                 {"_id": order_id, "state": "reserved"}, {"$set": {"state": "released", "updatedAt": now()}}
@@ -215,7 +204,7 @@ async def commit(order_id: str) -> None:
         if reservation is None or reservation.state != "reserved":
             return
         for line in reservation.lines:
-            await _keep(order_id, line)
+            await _drop_hold(order_id, line, restock=False)
         async with _reservation_lock(order_id):
             await StockReservation.get_pymongo_collection().update_one(
                 {"_id": order_id, "state": "reserved"}, {"$set": {"state": "committed", "updatedAt": now()}}
