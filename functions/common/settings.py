@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     mail_from: str = Field("tienda@shop.local", alias="SHOP_MAIL_FROM")
     tax_rate: float = Field(0.19, ge=0, le=1, alias="SHOP_TAX_RATE")
     currency: str = Field("USD", alias="SHOP_CURRENCY")
+    # Charges of one order that may fail transiently before its payment fails for good (and its
+    # stock is released). Keep it within the deliveries dapr/resiliency.yaml gives an event
+    # (1 + pubsubRetry's maxRetries), so the saga, not the dead letter, ends an outage.
+    payment_max_attempts: int = Field(4, ge=1, alias="SHOP_PAYMENT_MAX_ATTEMPTS")
 
     pubsub_name: str = Field("pubsub", alias="SHOP_PUBSUB_NAME")
     dapr_host: str = Field("127.0.0.1", alias="DAPR_HOST")

@@ -57,6 +57,8 @@ class Order(Document, HasOutbox):
     # (userId, idempotencyKey) needs no sparse or partial index support.
     idempotencyKey: str
     paymentId: str | None = None
+    # Charges that failed transiently (processor timeout, outage); see saga.count_failed_charge.
+    transientChargeFailures: int = 0
     failureReason: str | None = None
     invoiceNumber: str | None = None
     invoice: Invoice | None = None

@@ -38,8 +38,9 @@ class CardProcessor(Protocol):
 
 class SimulatedCardProcessor:
     """Test cards: `tok_visa` pays, `tok_declined` is declined, `tok_error` fails transiently
-    (its first `transient_failures` attempts per key raise, later ones pay); any other token is
-    declined as unknown. Charges are stored by key, so a key is never charged twice."""
+    (its first `transient_failures` attempts per key raise, later ones pay), `tok_unavailable`
+    meets a processor that stays down (every attempt raises); any other token is declined as
+    unknown. Charges are stored by key, so a key is never charged twice."""
 
     name = "simulated"
 
@@ -54,6 +55,8 @@ class SimulatedCardProcessor:
         if first is not None:
             return _result(first)
 
+        if token == "tok_unavailable":
+            raise TransientPaymentError(f"simulated processor down (charge {idempotency_key})")
         if token == "tok_error":
             attempt = self._attempts[idempotency_key] = self._attempts.get(idempotency_key, 0) + 1
             if attempt <= self.transient_failures:

@@ -1,7 +1,8 @@
 """The order saga, payments' side (choreographed: each step reacts to the previous event).
 
     pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──▶ invoiced
-       │                              └──charge declined──▶ payment_failed (+ order_cancelled)
+       │                              ├──charge declined──▶ payment_failed (+ order_cancelled)
+       │                              └──processor down, attempts spent──▶ payment_failed (same)
        └──stock_rejected──▶ rejected
 
 Each step is one conditional update from the status it expects: it changes the status, appends
@@ -15,6 +16,7 @@ from typing import Any
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
@@ -80,6 +82,18 @@ async def transition(
         return False
     await outbox.flush(Order, order_id)
     return True
+
+
+async def count_failed_charge(order_id: PydanticObjectId) -> int:
+    """Count one transient failure to charge the order (it is still stock_reserved); returns the
+    count so far. Kept on the order, so every replica and restart sees the same count."""
+    async with write_lock(Order, order_id):
+        counted = await Order.get_pymongo_collection().find_one_and_update(
+            {"_id": order_id, "status": "stock_reserved"},
+            {"$inc": {"transientChargeFailures": 1}, "$set": {"updatedAt": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+    return counted["transientChargeFailures"] if counted else 0
 
 
 async def charge_once(order: Order) -> Payment:

@@ -111,6 +111,8 @@ class OrderOut(AmountsOut):
     status: OrderStatus
     lines: list[LineOut]
     paymentId: str | None
+    # Charges the processor could not answer (retried; the payment fails after the allowed number).
+    transientChargeFailures: int
     failureReason: str | None
     invoiceNumber: str | None
     invoice: InvoiceOut | None
@@ -129,6 +131,7 @@ class OrderOut(AmountsOut):
             lines=[LineOut.of(line) for line in order.lines],
             **cls.amounts(order),
             paymentId=order.paymentId,
+            transientChargeFailures=order.transientChargeFailures,
             failureReason=order.failureReason,
             invoiceNumber=order.invoiceNumber,
             invoice=InvoiceOut.of(order.invoice) if order.invoice else None,

@@ -15,6 +15,7 @@ from functions.common.contracts import (
     StockReserved,
 )
 from functions.common.outbox import write_lock
+from functions.common.settings import get_settings
 from functions.payments import APP_ID
 from functions.payments.invoicing import (
     allocate_invoice_number,
@@ -23,7 +24,8 @@ from functions.payments.invoicing import (
     invoice_subject,
 )
 from functions.payments.models import Order
-from functions.payments.saga import charge_once, load_order, stage, transition
+from functions.payments.processor import TransientPaymentError
+from functions.payments.saga import charge_once, count_failed_charge, load_order, stage, transition
 
 log = logging.getLogger(__name__)
 subscriptions = Subscriptions(APP_ID)
@@ -33,7 +35,9 @@ subscriptions = Subscriptions(APP_ID)
 async def charge_reserved_order(event: StockReserved, context: EventContext) -> None:
     """Stock is held: charge the card. Approved → paid + payment_processed; declined →
     payment_failed, staging payment_failed and order_cancelled (products gives the stock back). A
-    transient processor failure raises, so Dapr redelivers; the order waits in stock_reserved."""
+    transient processor failure raises, so Dapr redelivers while the order waits in
+    stock_reserved; after `SHOP_PAYMENT_MAX_ATTEMPTS` of them the payment fails like a decline,
+    so an outage never leaves the order holding stock."""
     order = await load_order(event.orderId)
     if order.status == "pending":
         await transition(order.id, expected="pending", to="stock_reserved", event_id=context.id)
@@ -42,7 +46,17 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
         log.info("order %s is %s; stock_reserved %s changes nothing", order.id, order.status, context.id)
         return
 
-    payment = await charge_once(order)
+    try:
+        payment = await charge_once(order)
+    except TransientPaymentError:
+        attempts = await count_failed_charge(order.id)
+        if attempts < get_settings().payment_max_attempts:
+            raise
+        # A real provider's timeout may hide a charge made under the order id (the idempotency
+        # key): no payment is recorded here, so reconciliation with the provider settles it.
+        log.error("order %s: the processor failed %d times; failing its payment", order.id, attempts)
+        await fail_payment(order, context, f"Payment processor unavailable after {attempts} attempts")
+        return
     if payment.status == "approved":
         await transition(
             order.id,
@@ -53,19 +67,23 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
             events=[PaymentProcessed(orderId=str(order.id), paymentId=payment.chargeId, amountCents=payment.amountCents)],
         )
     else:
-        reason = payment.reason or "Payment declined"
-        await transition(
-            order.id,
-            expected="stock_reserved",
-            to="payment_failed",
-            event_id=context.id,
-            reason=reason,
-            changes={"paymentId": payment.chargeId, "failureReason": reason},
-            events=[
-                PaymentFailed(orderId=str(order.id), reason=reason),
-                OrderCancelled(orderId=str(order.id), reason=f"Payment failed: {reason}"),
-            ],
-        )
+        await fail_payment(order, context, payment.reason or "Payment declined", payment_id=payment.chargeId)
+
+
+async def fail_payment(order: Order, context: EventContext, reason: str, payment_id: str | None = None) -> None:
+    """stock_reserved → payment_failed, staging payment_failed and order_cancelled."""
+    await transition(
+        order.id,
+        expected="stock_reserved",
+        to="payment_failed",
+        event_id=context.id,
+        reason=reason,
+        changes={"paymentId": payment_id, "failureReason": reason},
+        events=[
+            PaymentFailed(orderId=str(order.id), reason=reason),
+            OrderCancelled(orderId=str(order.id), reason=f"Payment failed: {reason}"),
+        ],
+    )
 
 
 @subscriptions.handler(StockRejected)

@@ -3,6 +3,7 @@ redelivered events and access rules."""
 
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -72,6 +73,14 @@ def order(token: str, order_id: str) -> dict:
 
 def settled(token: str, order_id: str) -> dict:
     return eventually(lambda: (o := order(token, order_id))["status"] in FINAL and o, f"order {order_id} to settle", 90)
+
+
+def ordered(token: str, card: str, *, stock: int, quantity: int) -> tuple[dict, dict]:
+    """A product of its own with `stock`, `quantity` of it ordered with `card`: the product and
+    the settled order."""
+    product = create_product(stock=stock)
+    add_to_cart(token, product["id"], quantity)
+    return product, settled(token, place_order(token, card)["orderId"])
 
 
 def emails(token: str) -> list[dict]:
@@ -164,35 +173,60 @@ def test_paid_order_is_invoiced_and_mailed_and_takes_stock(customer: dict) -> No
 
 def test_declined_card_fails_the_payment_and_restores_stock(customer: dict) -> None:
     token = customer["token"]
-    product = create_product(stock=4)
-    add_to_cart(token, product["id"], 3)
-    placed = place_order(token, "tok_declined")
-
-    done = settled(token, placed["orderId"])
+    product, done = ordered(token, "tok_declined", stock=4, quantity=3)
     assert done["status"] == "payment_failed", done
     assert not done.get("invoiceNumber")
     eventually(lambda: stock_of(product["id"]) == 4, "the reserved stock to come back")
-    subject = f"Factura de tu pedido #{placed['orderId']}"
+    subject = f"Factura de tu pedido #{done['orderId']}"
     assert not [m for m in emails(token) if m["subject"] == subject]
 
 
+def test_a_processor_outage_is_retried_through_dapr_until_the_card_pays(customer: dict) -> None:
+    """tok_error: the simulated processor fails the first two charges; the handler answers RETRY
+    and the real sidecar redelivers the same stock_reserved event until the charge goes through."""
+    product, done = ordered(customer["token"], "tok_error", stock=3, quantity=1)
+    assert done["status"] == "invoiced", done
+    assert done["transientChargeFailures"] == 2
+    assert [h["status"] for h in done["history"]] == ["pending", "stock_reserved", "paid", "invoiced"]
+    assert stock_of(product["id"]) == 2
+
+
+def test_a_processor_that_stays_down_fails_the_payment_and_releases_the_stock(customer: dict) -> None:
+    product, done = ordered(customer["token"], "tok_unavailable", stock=3, quantity=2)
+    assert done["status"] == "payment_failed", done
+    assert done["failureReason"].startswith("Payment processor unavailable after")
+    assert done["transientChargeFailures"] >= 1 and not done.get("invoiceNumber")
+    eventually(lambda: stock_of(product["id"]) == 3, "the held stock to come back")
+
+
+def test_concurrent_orders_for_the_last_units_never_oversell(customer: dict) -> None:
+    """Five customers order one unit each of a product with three left, all at once: three are
+    invoiced with consecutive invoice numbers, two rejected, and the stock ends at zero."""
+    product = create_product(stock=3)
+    buyers = [new_customer() for _ in range(5)]
+    for buyer in buyers:
+        add_to_cart(buyer["token"], product["id"], 1)
+    with ThreadPoolExecutor(len(buyers)) as pool:
+        placed = list(pool.map(lambda b: place_order(b["token"], "tok_visa")["orderId"], buyers))
+    done = [settled(b["token"], order_id) for b, order_id in zip(buyers, placed)]
+
+    assert sorted(o["status"] for o in done) == ["invoiced"] * 3 + ["rejected"] * 2
+    assert stock_of(product["id"]) == 0
+    numbers = sorted(int(o["invoiceNumber"].rsplit("-", 1)[1]) for o in done if o["status"] == "invoiced")
+    assert numbers == list(range(numbers[0], numbers[0] + 3)), f"not consecutive: {numbers}"
+
+
 def test_order_beyond_stock_is_rejected(customer: dict) -> None:
-    token = customer["token"]
-    product = create_product(stock=1)
-    add_to_cart(token, product["id"], 2)
-    done = settled(token, place_order(token, "tok_visa")["orderId"])
+    product, done = ordered(customer["token"], "tok_visa", stock=1, quantity=2)
     assert done["status"] == "rejected", done
     assert stock_of(product["id"]) == 1
 
 
 def test_a_redelivered_event_changes_nothing(customer: dict) -> None:
     token = customer["token"]
-    product = create_product(stock=6)
-    add_to_cart(token, product["id"], 2)
-    placed = place_order(token, "tok_visa")
-    done = settled(token, placed["orderId"])
+    product, done = ordered(token, "tok_visa", stock=6, quantity=2)
     assert done["status"] == "invoiced"
-    order_id = placed["orderId"]
+    order_id = done["orderId"]
 
     def for_this_order(ce: dict) -> bool:
         return ce.get("data", {}).get("orderId") == order_id
@@ -222,6 +256,7 @@ def test_a_customer_cannot_create_products_read_others_orders_or_send_mail(custo
     product = create_product(stock=3)
     add_to_cart(other["token"], product["id"], 1)
     others_order = place_order(other["token"], "tok_visa")["orderId"]
+    settled(other["token"], others_order)  # no order of this test still running when the next starts
 
     with api("products") as products:
         created = products.post(

@@ -230,6 +230,18 @@ def test_resiliency_targets_name_real_apps_and_components(docs):
     assert set(targets["components"]) <= {c["metadata"]["name"] for c in find(docs, "Component")}
 
 
+def test_payment_attempts_end_an_outage_before_the_dead_letter(docs):
+    """The saga fails a payment after SHOP_PAYMENT_MAX_ATTEMPTS transient failures; Dapr must
+    deliver stock_reserved that often, or the event dead-letters with the order holding stock."""
+    payments = function_by_app_id(docs)["payments"]
+    env = {e["name"]: e for e in payments["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["SHOP_PAYMENT_MAX_ATTEMPTS"]["valueFrom"]["configMapKeyRef"]
+    attempts = int(one(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
+    resiliency = one(docs, "Resiliency", "shop-resiliency")["spec"]
+    inbound = resiliency["targets"]["components"]["pubsub"]["inbound"]["retry"]
+    assert 1 <= attempts <= 1 + resiliency["policies"]["retries"][inbound]["maxRetries"]
+
+
 # --- ingress --------------------------------------------------------------------------------------
 def ingress_routes(docs: list[dict]) -> dict[str, tuple[str, str]]:
     """path prefix -> (service, port name)."""

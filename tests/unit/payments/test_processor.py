@@ -27,13 +27,20 @@ async def test_test_cards(client):
     assert (unknown.approved, unknown.reason) == (False, "Unknown card token")
 
 
-async def test_the_failing_card_fails_transiently_then_pays(client):
-    processor = SimulatedCardProcessor(transient_failures=2)
-    k = key()
-    for _ in range(2):
+async def fails_transiently(processor: SimulatedCardProcessor, k: str, token: str, times: int) -> None:
+    for _ in range(times):
         with pytest.raises(TransientPaymentError):
-            await processor.charge(idempotency_key=k, token="tok_error", amount_cents=500, currency="USD")
+            await processor.charge(idempotency_key=k, token=token, amount_cents=500, currency="USD")
     assert await SimulatedCharge.get(k) is None  # a failed attempt charges nothing
+
+
+async def test_the_unavailable_card_never_gets_an_answer(client):
+    await fails_transiently(SimulatedCardProcessor(transient_failures=2), key(), "tok_unavailable", times=5)
+
+
+async def test_the_failing_card_fails_transiently_then_pays(client):
+    processor, k = SimulatedCardProcessor(transient_failures=2), key()
+    await fails_transiently(processor, k, "tok_error", times=2)
     paid = await processor.charge(idempotency_key=k, token="tok_error", amount_cents=500, currency="USD")
     assert paid.approved
 

@@ -2,10 +2,13 @@
 
 import asyncio
 import uuid
+from pathlib import Path
 
+import yaml
 from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
+from functions.common.settings import get_settings
 from functions.common.contracts import (
     InvoiceProcessing,
     PaymentProcessed,
@@ -28,6 +31,8 @@ from tests.unit.payments.saga_steps import (
     reject,
     reserve,
 )
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def placed(client, shop, customer, card: str, *lines) -> str:
@@ -123,10 +128,48 @@ async def test_a_transient_processor_failure_is_retried_until_it_pays(client, da
 
     paid = await order(order_id)
     assert statuses(paid) == ["pending", "stock_reserved", "paid"]  # no step repeated by the retries
+    assert paid.transientChargeFailures == 2
     assert (await Payment.get(order_id)).status == "approved"
     one(dapr, "payment_processed", order_id)
     assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"  # handled: skipped
     assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
+
+
+async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_attempts(client, dapr, shop, customer):
+    order_id = await placed(client, shop, customer, "tok_unavailable")
+    reserved = from_products(StockReserved(orderId=order_id))
+    allowed = get_settings().payment_max_attempts
+
+    for attempt in range(1, allowed):
+        assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
+        waiting = await order(order_id)
+        assert (waiting.status, waiting.transientChargeFailures) == ("stock_reserved", attempt)
+        assert published(dapr, "payment_failed", order_id) == []
+    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+
+    failed = await order(order_id)
+    reason = f"Payment processor unavailable after {allowed} attempts"
+    assert statuses(failed) == ["pending", "stock_reserved", "payment_failed"]
+    assert (failed.failureReason, failed.history[-1].reason, failed.transientChargeFailures) == (reason, reason, allowed)
+    assert await Payment.get(order_id) is None
+    assert one(dapr, "payment_failed", order_id)["data"] == {"orderId": order_id, "reason": reason}
+    # order_cancelled is what makes products give the held stock back.
+    assert one(dapr, "order_cancelled", order_id)["data"] == {"orderId": order_id, "reason": f"Payment failed: {reason}"}
+
+    # A redelivery after the end (a new event id, as a replay would have) charges nothing.
+    again = from_products(StockReserved(orderId=order_id))
+    assert await deliver(StockReserved, charge_reserved_order, again) == "SUCCESS"
+    after = await order(order_id)
+    assert (after.status, after.transientChargeFailures, len(after.history)) == ("payment_failed", allowed, 3)
+
+
+def test_the_saga_ends_an_outage_before_dapr_dead_letters_the_event():
+    """Dapr delivers an event 1 + maxRetries times before the dead letter: the allowed charge
+    attempts must fit, or an outage would leave the order in stock_reserved holding stock."""
+    resiliency = yaml.safe_load((ROOT / "dapr" / "resiliency.yaml").read_text())["spec"]
+    inbound = resiliency["targets"]["components"]["pubsub"]["inbound"]["retry"]
+    deliveries = 1 + resiliency["policies"]["retries"][inbound]["maxRetries"]
+    assert 1 <= get_settings().payment_max_attempts <= deliveries
 
 
 async def test_out_of_stock_rejects_the_order(client, dapr, shop, customer):
