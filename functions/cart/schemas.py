@@ -4,7 +4,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from functions.cart.models import Cart, CartLine
-from functions.common.money import money
+from functions.common.money import PricedLineOut, money
 
 # A generous bound per line: a typo of 10**9 units is a bad request, not an order.
 MAX_QUANTITY = 1000
@@ -23,29 +23,12 @@ class ChangeQuantity(BaseModel):
     quantity: Quantity
 
 
-class CartItemOut(BaseModel):
-    productId: str
-    name: str
-    unitPrice: float
-    unitPriceCents: int
-    quantity: int
-    lineTotal: float
-    lineTotalCents: int
+class CartItemOut(PricedLineOut):
     updatedAt: datetime  # the line's last change: checkout leaves lines changed after the order
 
     @classmethod
     def of(cls, line: CartLine) -> "CartItemOut":
-        line_total = line.unitPriceCents * line.quantity
-        return cls(
-            productId=line.productId,
-            name=line.name,
-            unitPrice=money(line.unitPriceCents),
-            unitPriceCents=line.unitPriceCents,
-            quantity=line.quantity,
-            lineTotal=money(line_total),
-            lineTotalCents=line_total,
-            updatedAt=line.updatedAt,
-        )
+        return super().of(line, updatedAt=line.updatedAt)
 
 
 class CartOut(BaseModel):

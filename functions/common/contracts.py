@@ -6,7 +6,7 @@ Money is integer cents, so no float rounding ever reaches a total.
 """
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -141,18 +141,28 @@ class OrderCancelled(IntegrationEvent):
     reason: str
 
 
-class InvoiceProcessing(IntegrationEvent):
+class OrderAmounts(BaseModel):
+    """An order's amounts, fixed when it is placed: the order, its invoice and
+    invoice_processing carry this same block."""
+
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+    currency: str
+
+    def amounts(self) -> dict[str, Any]:
+        """The block alone, to build another holder of it."""
+        return {name: getattr(self, name) for name in OrderAmounts.model_fields}
+
+
+class InvoiceProcessing(IntegrationEvent, OrderAmounts):
     topic = "invoice_processing"
     orderId: str
     invoiceNumber: str
     userId: str
     email: str  # from the token; not EmailStr (see CartItemRemoved)
     lines: list[OrderLine]
-    subtotalCents: int
-    taxRate: float
-    taxCents: int
-    totalCents: int
-    currency: str
 
 
 class EmailRequested(IntegrationEvent):

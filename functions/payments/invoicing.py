@@ -63,11 +63,7 @@ def build_invoice(order: Order, number: str, issued_at: datetime) -> Invoice:
         number=number,
         issuedAt=issued_at,
         lines=order.lines,
-        subtotalCents=order.subtotalCents,
-        taxRate=order.taxRate,
-        taxCents=order.taxCents,
-        totalCents=order.totalCents,
-        currency=order.currency,
+        **order.amounts(),
     )
 
 

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
 from functions.common.clock import now
-from functions.common.contracts import OrderLine
+from functions.common.contracts import OrderAmounts, OrderLine
 from functions.common.outbox import HasOutbox
 
 OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed"]
@@ -23,32 +23,23 @@ class Transition(BaseModel):
     eventId: str | None = None
 
 
-class Invoice(BaseModel):
+class Invoice(OrderAmounts):
     number: str
     issuedAt: datetime
     lines: list[OrderLine]
-    subtotalCents: int
-    taxRate: float
-    taxCents: int
-    totalCents: int
-    currency: str
 
 
-class Order(Document, HasOutbox):
+class Order(Document, HasOutbox, OrderAmounts):
     """The order and its saga state: every change is one conditional update from the status it
-    expects (`saga.transition`), so a redelivered or late event cannot move it backwards."""
+    expects (`saga.transition`), so a redelivered or late event cannot move it backwards.
+
+    Its amounts (OrderAmounts) are fixed when it is placed (prices from products, tax rate from
+    settings): the amount charged and the invoice are these, whatever changes later."""
 
     id: PydanticObjectId
     userId: str
     email: str
     lines: list[OrderLine]
-    # Amounts fixed when the order is placed (prices from products, tax rate from settings):
-    # the amount charged and the invoice are these, whatever changes later.
-    subtotalCents: int
-    taxRate: float
-    taxCents: int
-    totalCents: int
-    currency: str
     status: OrderStatus = "pending"
     history: list[Transition] = Field(default_factory=list)
     # The simulated processor's card token (never a card number); sent to the processor only.

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from functions.common import sidecar
 from functions.common.catalogue import ProductSnapshot, fetch_product
-from functions.common.contracts import OrderLine
+from functions.common.contracts import OrderAmounts, OrderLine
 from functions.common.sidecar import SidecarError
 
 
@@ -21,13 +21,6 @@ class CartItem(BaseModel):
     productId: str = Field(min_length=1)
     quantity: int = Field(ge=1)
     updatedAt: datetime | None = None  # the line's last change, on the cart's clock
-
-
-class Amounts(BaseModel):
-    subtotalCents: int
-    taxRate: float
-    taxCents: int
-    totalCents: int
 
 
 async def read_cart(token: str) -> list[CartItem]:
@@ -70,8 +63,8 @@ async def price_lines(items: list[CartItem]) -> list[OrderLine]:
     ]
 
 
-def amounts(lines: list[OrderLine], tax_rate: float) -> Amounts:
+def amounts(lines: list[OrderLine], tax_rate: float, currency: str) -> OrderAmounts:
     subtotal = sum(line.line_total_cents for line in lines)
     # Tax rounded half up to the cent, once, on the subtotal.
     tax = int((Decimal(subtotal) * Decimal(str(tax_rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return Amounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax)
+    return OrderAmounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax, currency=currency)

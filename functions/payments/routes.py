@@ -49,7 +49,7 @@ async def place_order(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Your cart is empty")
     lines = await price_lines(items)
     settings = get_settings()
-    totals = amounts(lines, settings.tax_rate)
+    totals = amounts(lines, settings.tax_rate, settings.currency)
 
     order_id = PydanticObjectId()
     created = OrderCreated(
@@ -58,15 +58,14 @@ async def place_order(
         email=principal.email,
         lines=lines,
         totalCents=totals.totalCents,
-        currency=settings.currency,
+        currency=totals.currency,
     )
     order = Order(
         id=order_id,
         userId=principal.id,
         email=principal.email,
         lines=lines,
-        **totals.model_dump(),
-        currency=settings.currency,
+        **totals.amounts(),
         paymentToken=body.paymentMethod.token,
         idempotencyKey=idempotency_key or f"auto:{order_id}",
     )

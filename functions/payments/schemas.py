@@ -3,8 +3,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, StringConstraints
 
-from functions.common.contracts import OrderLine
-from functions.common.money import money
+from functions.common.contracts import OrderAmounts
+from functions.common.money import PricedLineOut, money
 from functions.payments.models import Invoice, Order, OrderStatus, Transition
 
 # A card token as processors issue them ("tok_visa"); never a card number.
@@ -40,28 +40,6 @@ class OrderPlaced(BaseModel):
         )
 
 
-class LineOut(BaseModel):
-    productId: str
-    name: str
-    unitPrice: float
-    unitPriceCents: int
-    quantity: int
-    lineTotal: float
-    lineTotalCents: int
-
-    @classmethod
-    def of(cls, line: OrderLine) -> "LineOut":
-        return cls(
-            productId=line.productId,
-            name=line.name,
-            unitPrice=money(line.unitPriceCents),
-            unitPriceCents=line.unitPriceCents,
-            quantity=line.quantity,
-            lineTotal=money(line.line_total_cents),
-            lineTotalCents=line.line_total_cents,
-        )
-
-
 class AmountsOut(BaseModel):
     """An order's or an invoice's amounts: numbers with two decimals beside their cents."""
 
@@ -75,7 +53,7 @@ class AmountsOut(BaseModel):
     currency: str
 
     @staticmethod
-    def amounts(source: Order | Invoice) -> dict:
+    def shown(source: OrderAmounts) -> dict:
         return {
             "subtotal": money(source.subtotalCents),
             "subtotalCents": source.subtotalCents,
@@ -91,15 +69,15 @@ class AmountsOut(BaseModel):
 class InvoiceOut(AmountsOut):
     number: str
     issuedAt: datetime
-    lines: list[LineOut]
+    lines: list[PricedLineOut]
 
     @classmethod
     def of(cls, invoice: Invoice) -> "InvoiceOut":
         return cls(
             number=invoice.number,
             issuedAt=invoice.issuedAt,
-            lines=[LineOut.of(line) for line in invoice.lines],
-            **cls.amounts(invoice),
+            lines=[PricedLineOut.of(line) for line in invoice.lines],
+            **cls.shown(invoice),
         )
 
 
@@ -109,7 +87,7 @@ class OrderOut(AmountsOut):
     userId: str
     email: str
     status: OrderStatus
-    lines: list[LineOut]
+    lines: list[PricedLineOut]
     paymentId: str | None
     # Charges the processor could not answer (retried; the payment fails after the allowed number).
     transientChargeFailures: int
@@ -128,8 +106,8 @@ class OrderOut(AmountsOut):
             userId=order.userId,
             email=order.email,
             status=order.status,
-            lines=[LineOut.of(line) for line in order.lines],
-            **cls.amounts(order),
+            lines=[PricedLineOut.of(line) for line in order.lines],
+            **cls.shown(order),
             paymentId=order.paymentId,
             transientChargeFailures=order.transientChargeFailures,
             failureReason=order.failureReason,

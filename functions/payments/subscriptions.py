@@ -128,11 +128,7 @@ async def invoice_paid_order(event: PaymentProcessed, context: EventContext) -> 
                 userId=order.userId,
                 email=order.email,
                 lines=invoice.lines,
-                subtotalCents=invoice.subtotalCents,
-                taxRate=invoice.taxRate,
-                taxCents=invoice.taxCents,
-                totalCents=invoice.totalCents,
-                currency=invoice.currency,
+                **invoice.amounts(),
             )
         ],
     )
