@@ -125,6 +125,8 @@ class OutboxRelay:
         while True:
             try:
                 await self.sweep()
+            except sidecar.SidecarError as exc:  # Dapr or the broker is down: expected, retried
+                log.warning("outbox sweep: publish failed, retrying in %.0fs: %s", self.sweep_seconds, exc)
             except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
                 log.exception("outbox sweep failed")
             await asyncio.sleep(self.sweep_seconds)

@@ -65,6 +65,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def emails(token: str) -> list[dict]:
+    """The e-mails notifications keeps for the token's user."""
+    with api("notifications") as notifications:
+        response = notifications.get("/api/notifications", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
 def kafka_events(topic: str, match: Callable[[dict], bool], timeout: float = 30) -> list[dict]:
     """Read `topic` from the beginning on the real broker; the CloudEvents that `match`."""
     consumer = KafkaConsumer(

@@ -11,6 +11,7 @@ from tests.e2e.shop import (
     admin_token,
     api,
     bearer,
+    emails,
     eventually,
     kafka_events,
     new_customer,
@@ -81,13 +82,6 @@ def ordered(token: str, card: str, *, stock: int, quantity: int) -> tuple[dict, 
     product = create_product(stock=stock)
     add_to_cart(token, product["id"], quantity)
     return product, settled(token, place_order(token, card)["orderId"])
-
-
-def emails(token: str) -> list[dict]:
-    with api("notifications") as notifications:
-        response = notifications.get("/api/notifications", headers=bearer(token))
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
 
 
 def republish(via: str, topic: str, cloud_event: dict) -> None:
