@@ -1,6 +1,8 @@
 """Passwords (argon2, a slow hash) and JWTs (HS256), verified locally by every function."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Literal
 
 import jwt
@@ -17,15 +19,42 @@ _hasher = PasswordHasher()
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/users/login")
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+_hash_slots: asyncio.Semaphore | None = None
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def _slots() -> asyncio.Semaphore:
+    """argon2 holds 64 MiB (its memory cost) per hash while it runs. Unbounded, a burst of
+    logins ran one hash per worker thread and took the users app from 96 to 480 MiB
+    (tests/bench/orders.py), near its 512Mi limit in Kubernetes; so at most
+    SHOP_PASSWORD_HASH_CONCURRENCY run at once and the other requests wait their turn."""
+    global _hash_slots
+    if _hash_slots is None:
+        _hash_slots = asyncio.Semaphore(get_settings().password_hash_concurrency)
+    return _hash_slots
+
+
+async def hash_password(password: str) -> str:
+    async with _slots():
+        return await asyncio.to_thread(_hasher.hash, password)
+
+
+@cache
+def _decoy_hash() -> str:
+    return _hasher.hash("decoy-password-never-matches")
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or _decoy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether the password matches. No hash (an unknown e-mail) is checked against a decoy, so
+    an unknown e-mail and a wrong password take the same time."""
+    async with _slots():
+        return await asyncio.to_thread(_verify, password_hash, password)
 
 
 class Principal(BaseModel):

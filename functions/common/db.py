@@ -6,6 +6,7 @@ from beanie.odm.utils.pydantic import get_model_fields
 from beanie.odm.utils.typing import get_index_attributes
 from pymongo import AsyncMongoClient, IndexModel
 
+from functions.common.outbox import OUTBOX_INDEX, HasOutbox
 from functions.common.settings import get_settings
 
 _client: AsyncMongoClient | None = None
@@ -30,14 +31,16 @@ async def init_db(app_id: str, models: list[type[Document]]) -> AsyncMongoClient
 
 
 def declared_indexes(model: type[Document]) -> list[IndexModel]:
-    """The indexes Beanie would create for `model`: its Indexed() fields and Settings.indexes."""
+    """The indexes Beanie would create for `model` (its Indexed() fields and Settings.indexes),
+    and the outbox sweep's index for a document with an outbox."""
     fields = [
         IndexModelField(IndexModel([(info.alias or name, attrs[0])], **attrs[1]))
         for name, info in get_model_fields(model).items()
         if (attrs := get_index_attributes(info)) is not None
     ]
     declared = IndexModelField.merge_indexes(fields, model.get_settings().indexes or [])
-    return IndexModelField.list_to_index_model(declared)
+    outbox = [OUTBOX_INDEX] if issubclass(model, HasOutbox) else []
+    return IndexModelField.list_to_index_model(declared) + outbox
 
 
 async def ping() -> bool:

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     jwt_secret: str = Field("local-dev-only-jwt-secret-change-me-0123456789", alias="SHOP_JWT_SECRET")
     jwt_ttl_seconds: int = Field(3600, alias="SHOP_JWT_TTL_SECONDS")
+    # Password hashes (argon2, 64 MiB each while it runs) computed at once; see auth._slots.
+    password_hash_concurrency: int = Field(2, ge=1, alias="SHOP_PASSWORD_HASH_CONCURRENCY")
     admin_email: str = Field("admin@shop.local", alias="SHOP_ADMIN_EMAIL")
     admin_password: str = Field("admin-local-password", alias="SHOP_ADMIN_PASSWORD")
 

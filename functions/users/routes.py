@@ -1,5 +1,3 @@
-import asyncio
-from functools import cache
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
@@ -21,12 +19,6 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 BAD_CREDENTIALS = "Invalid email or password"
 
 
-@cache
-def _decoy_hash() -> str:
-    """A hash to verify against for unknown e-mails, so both failures take the same time."""
-    return hash_password("decoy-password-never-matches")
-
-
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Register a customer")
 async def register(body: RegisterRequest) -> Envelope[UserOut]:
     # Friendly messages for the common case; the unique indexes still decide under races.
@@ -35,7 +27,7 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
     if await User.find_one(User.phone == body.phone):
         raise HTTPException(status.HTTP_409_CONFLICT, "A user with this phone already exists")
 
-    password_hash = await asyncio.to_thread(hash_password, body.password)
+    password_hash = await hash_password(body.password)
     user = User(
         id=PydanticObjectId(),
         name=body.name,
@@ -61,9 +53,7 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
 @router.post("/login", summary="Log in; returns a JWT valid for one hour")
 async def login(body: LoginRequest) -> Envelope[Session]:
     user = await User.find_one(User.email == body.email.strip().lower())
-    matches = await asyncio.to_thread(
-        verify_password, user.passwordHash if user else _decoy_hash(), body.password
-    )
+    matches = await verify_password(user.passwordHash if user else None, body.password)
     if user is None or not matches:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS)
 

@@ -1,6 +1,5 @@
 """Start-up: the admin account from SHOP_ADMIN_EMAIL / SHOP_ADMIN_PASSWORD."""
 
-import asyncio
 import logging
 
 from pymongo.errors import DuplicateKeyError
@@ -26,7 +25,7 @@ async def ensure_admin() -> None:
             name="Admin",
             lastName="Shop",
             email=email,
-            passwordHash=await asyncio.to_thread(hash_password, settings.admin_password),
+            passwordHash=await hash_password(settings.admin_password),
             role="admin",
         )
         try:

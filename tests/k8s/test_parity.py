@@ -193,6 +193,23 @@ def test_dev_kafka_creates_topics_on_first_use(rendered_text):
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "true"
 
 
+def local_partitions() -> int:
+    properties = (ROOT / "dapr" / "local" / "kafka" / "server.properties").read_text().splitlines()
+    [value] = [line.split("=", 1)[1] for line in properties if line.startswith("num.partitions=")]
+    return int(value)
+
+
+def test_topics_have_a_partition_for_every_replica(rendered_text):
+    """Kafka shares a topic's partitions out among a consumer group: a replica beyond the count
+    would receive nothing. The dev broker and the local one create topics alike."""
+    dev = [d for d in yaml.safe_load_all(rendered_text["dev"]) if d]
+    env = {e["name"]: e.get("value") for e in one(dev, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert int(env["KAFKA_NUM_PARTITIONS"]) == local_partitions()
+    for overlay, text in rendered_text.items():
+        replicas = [d["spec"].get("replicas", 1) for d in functions([d for d in yaml.safe_load_all(text) if d])]
+        assert max(replicas) <= local_partitions(), f"{overlay}: {max(replicas)} replicas, fewer partitions"
+
+
 # --- configuration and resiliency ---------------------------------------------------------------
 def test_configuration_matches_the_local_one(docs):
     mine = local("dapr/config.yaml")

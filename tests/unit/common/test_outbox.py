@@ -152,3 +152,10 @@ async def test_concurrent_changes_and_relays_of_one_document_lose_nothing(databa
     stored = await Parcel.get(parcel.id)
     assert stored.weight == sum(range(1, 11)) and stored.outbox == []
     assert sorted(e["id"] for e in dapr.published) == sorted(staged)  # each exactly once
+
+
+async def test_the_sweep_query_has_an_index_on_every_document_with_an_outbox(database):
+    """Without it MongoDB would scan every document of the collection on every sweep."""
+    parcels = await Parcel.get_pymongo_collection().index_information()
+    assert parcels["outbox_time"]["key"] == [("outbox.time", 1)]
+    assert "outbox_time" not in await AuditEvent.get_pymongo_collection().index_information()

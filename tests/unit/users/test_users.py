@@ -72,7 +72,7 @@ async def test_register_saves_the_user_and_then_announces_it(client, dapr):
     assert "password" not in response.text.lower() and "argon2" not in response.text
 
     stored = await User.get(user["id"])
-    assert verify_password(stored.passwordHash, body["password"])
+    assert await verify_password(stored.passwordHash, body["password"])
     assert stored.passwordHash.startswith("$argon2")
     assert stored.outbox == []  # relayed right after the save
 
