@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
@@ -27,6 +27,20 @@ class Envelope(BaseModel, Generic[T]):
 
     message: str
     data: T
+
+
+class DocumentOut(BaseModel):
+    """A stored document as the API answers it: the fields the subclass declares, read from the
+    document by name (so nothing it does not declare, a password hash say, can leak), the id as
+    text, and `shown` for the fields that are computed."""
+
+    id: str
+
+    @classmethod
+    def of(cls, document: Document, **shown: Any) -> Self:
+        names = cls.model_fields.keys() - shown.keys() - {"id"}
+        stored = {name: getattr(document, name) for name in names if hasattr(document, name)}
+        return cls(id=str(document.id), **stored, **shown)
 
 
 class ErrorBody(BaseModel):

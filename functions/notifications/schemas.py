@@ -1,13 +1,10 @@
 from datetime import datetime
 
-from pydantic import BaseModel
-
-from functions.common.web import Envelope
-from functions.notifications.models import Email, EmailStatus, Template
+from functions.common.web import DocumentOut, Envelope
+from functions.notifications.models import EmailStatus, Template
 
 
-class EmailOut(BaseModel):
-    id: str
+class EmailOut(DocumentOut):
     to: str
     subject: str
     html: str
@@ -19,23 +16,6 @@ class EmailOut(BaseModel):
     createdAt: datetime
     sentAt: datetime | None
     error: str | None
-
-    @classmethod
-    def of(cls, email: Email) -> "EmailOut":
-        return cls(
-            id=str(email.id),
-            to=email.to,
-            subject=email.subject,
-            html=email.html,
-            template=email.template,
-            status=email.status,
-            providerMessageId=email.providerMessageId,
-            eventId=email.eventId,
-            topic=email.topic,
-            createdAt=email.createdAt,
-            sentAt=email.sentAt,
-            error=email.error,
-        )
 
 
 class EmailPage(Envelope[list[EmailOut]]):

@@ -5,6 +5,7 @@ from pydantic import BaseModel, EmailStr, StringConstraints
 
 from functions.common.contracts import OrderAmounts
 from functions.common.money import PricedLineOut, money
+from functions.common.web import DocumentOut
 from functions.payments.models import Invoice, Order, OrderStatus, Transition
 
 # A card token as processors issue them ("tok_visa"); never a card number.
@@ -81,8 +82,7 @@ class InvoiceOut(AmountsOut):
         )
 
 
-class OrderOut(AmountsOut):
-    id: str
+class OrderOut(AmountsOut, DocumentOut):
     orderId: str
     userId: str
     email: str
@@ -100,22 +100,12 @@ class OrderOut(AmountsOut):
 
     @classmethod
     def of(cls, order: Order) -> "OrderOut":
-        return cls(
-            id=str(order.id),
+        return super().of(
+            order,
             orderId=str(order.id),
-            userId=order.userId,
-            email=order.email,
-            status=order.status,
             lines=[PricedLineOut.of(line) for line in order.lines],
-            **cls.shown(order),
-            paymentId=order.paymentId,
-            transientChargeFailures=order.transientChargeFailures,
-            failureReason=order.failureReason,
-            invoiceNumber=order.invoiceNumber,
             invoice=InvoiceOut.of(order.invoice) if order.invoice else None,
-            history=order.history,
-            createdAt=order.createdAt,
-            updatedAt=order.updatedAt,
+            **cls.shown(order),
         )
 
 

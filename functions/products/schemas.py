@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from functions.common.money import money
-from functions.common.web import Envelope
+from functions.common.web import DocumentOut, Envelope
 from functions.products.models import Product
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -19,8 +19,7 @@ def cents(price: Decimal) -> int:
     return int(price * 100)
 
 
-class ProductOut(BaseModel):
-    id: str
+class ProductOut(DocumentOut):
     name: str
     description: str
     price: float  # two decimals, from priceCents
@@ -32,17 +31,7 @@ class ProductOut(BaseModel):
 
     @classmethod
     def of(cls, product: Product) -> "ProductOut":
-        return cls(
-            id=str(product.id),
-            name=product.name,
-            description=product.description,
-            price=money(product.priceCents),
-            priceCents=product.priceCents,
-            category=product.category,
-            stock=product.stock,
-            createdAt=product.createdAt,
-            updatedAt=product.updatedAt,
-        )
+        return super().of(product, price=money(product.priceCents))
 
 
 class ProductPage(Envelope[list[ProductOut]]):

@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator
 
 from functions.common.auth import Role
-from functions.users.models import User
+from functions.common.web import DocumentOut
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
@@ -43,26 +43,13 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-class UserOut(BaseModel):
-    id: str
+class UserOut(DocumentOut):
     name: str
     lastName: str
     email: str
     phone: str | None
     role: Role
     createdAt: datetime
-
-    @classmethod
-    def of(cls, user: User) -> "UserOut":
-        return cls(
-            id=str(user.id),
-            name=user.name,
-            lastName=user.lastName,
-            email=user.email,
-            phone=user.phone,
-            role=user.role,
-            createdAt=user.createdAt,
-        )
 
 
 class Session(BaseModel):

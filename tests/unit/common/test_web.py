@@ -1,11 +1,12 @@
 """The shared app shape: envelopes, JSON error bodies (never a 500 for bad input), health, docs."""
 
 import httpx
+from beanie import PydanticObjectId
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from functions.common import sidecar
-from functions.common.web import Envelope, create_app
+from functions.common.web import DocumentOut, Envelope, create_app
 from tests.unit.common.conftest import Parcel
 from tests.unit.conftest import running
 
@@ -70,3 +71,15 @@ async def test_health_readiness_and_docs(dapr):
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503 and not_ready.json()["status"] == "unavailable"
+
+
+class ParcelOut(DocumentOut):
+    label: str
+    heavy: bool
+
+
+async def test_a_document_is_shown_with_its_declared_fields_only(database):
+    parcel = Parcel(id=PydanticObjectId(), label="caja", weight=12)
+    shown = ParcelOut.of(parcel, heavy=parcel.weight > 10)
+    assert shown.model_dump() == {"id": str(parcel.id), "label": "caja", "heavy": True}
+    assert "weight" not in shown.model_dump_json() and "outbox" not in shown.model_dump_json()
