@@ -38,6 +38,8 @@ RUN_FILE = ROOT / "dapr" / "dapr.yaml"
 KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT = 9092, 9093, 27017
 FUNCTIONS = {"users": 8001, "products": 8002, "cart": 8003, "payments": 8004, "notifications": 8005}
 SIDECAR_HTTP = {name: 3501 + i for i, name in enumerate(FUNCTIONS)}
+# The sidecars' other listeners, as dapr/dapr.yaml sets them: gRPC API, internal gRPC, metrics.
+SIDECAR_OTHER_PORTS = [base + i for base in (3601, 3701, 9191) for i in range(len(FUNCTIONS))]
 
 
 # --- versions: read from the build files, the one place each is pinned -------------------------
@@ -324,7 +326,7 @@ def up(timeout: float = 180) -> None:
     say(f"logs: {LOGS}")
 
 
-ALL_PORTS = [KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, *FUNCTIONS.values(), *SIDECAR_HTTP.values()]
+ALL_PORTS = [KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, *FUNCTIONS.values(), *SIDECAR_HTTP.values(), *SIDECAR_OTHER_PORTS]
 
 
 def down() -> None:
