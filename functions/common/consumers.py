@@ -7,17 +7,19 @@ A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside th
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
 from fastapi import Body
 from pydantic import BaseModel, ValidationError
+from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
+from functions.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,19 @@ class ProcessedEvent(Document):
 
     class Settings:
         name = "processed_events"
+        indexes = [IndexModel("processedAt", name="processed_at")]  # for forget_old_events
+
+
+# How often forget_old_events runs.
+INBOX_PRUNE_SECONDS = 3600.0
+
+
+async def forget_old_events() -> int:
+    """Delete inbox records older than SHOP_INBOX_RETENTION_HOURS, so the inbox does not grow
+    forever. (A TTL index would do it on MongoDB; FerretDB 1.24 does not implement them.)"""
+    cutoff = now() - timedelta(hours=get_settings().inbox_retention_hours)
+    result = await ProcessedEvent.get_pymongo_collection().delete_many({"processedAt": {"$lt": cutoff}})
+    return result.deleted_count
 
 
 Handler = Callable[[Any, EventContext], Awaitable[None]]

@@ -23,6 +23,7 @@ from functions.common import sidecar
 from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
 from functions.common.locks import KeyedLocks
+from functions.common.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,11 @@ OUTBOX_INDEX = IndexModel([("outbox.time", 1)], name="outbox_time")
 
 
 class OutboxRelay:
+    """Publishes what a crashed or disconnected process left in the outboxes of `models`."""
+
     def __init__(self, models: list[type[Document]], sweep_seconds: float) -> None:
         self.models = models
-        self.sweep_seconds = sweep_seconds
-        self._task: asyncio.Task | None = None
+        self.periodic = Periodic("outbox sweep", self.sweep, sweep_seconds, expected=(sidecar.SidecarError,))
 
     async def sweep(self) -> int:
         published = 0
@@ -127,31 +129,6 @@ class OutboxRelay:
             async for raw in model.get_pymongo_collection().find(pending, {"_id": 1}):
                 published += await relay(model, raw["_id"])
         return published
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except sidecar.SidecarError as exc:  # Dapr or the broker is down: expected, retried
-                log.warning("outbox sweep: publish failed, retrying in %.0fs: %s", self.sweep_seconds, exc)
-            except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
-                log.exception("outbox sweep failed")
-            await asyncio.sleep(self.sweep_seconds)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        # Cancel until it ends: a cancellation that lands inside a sweep can be swallowed by the
-        # driver (seen with pymongo's async client), and the loop then sleeps on, so a single
-        # cancel() and await could hang shutdown forever.
-        while not self._task.done():
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=0.5)
-        if not self._task.cancelled() and self._task.exception() is not None:
-            log.error("outbox relay ended with an error", exc_info=self._task.exception())
 
 
 async def relay(model: type[Document], doc_id: Any) -> int:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     dapr_timeout_seconds: float = Field(10.0, alias="SHOP_DAPR_TIMEOUT_SECONDS")
     # How often the outbox relay looks for events a crashed process left unpublished.
     outbox_sweep_seconds: float = Field(5.0, alias="SHOP_OUTBOX_SWEEP_SECONDS")
+    # How long a handled event's id is remembered (the inbox). Past Kafka's retention (7 days by
+    # default) no redelivery can come; every handler is idempotent on its own besides.
+    inbox_retention_hours: float = Field(336.0, gt=0, alias="SHOP_INBOX_RETENTION_HOURS")
 
     @property
     def dapr_url(self) -> str:

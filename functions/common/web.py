@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.common import db, sidecar
-from functions.common.consumers import ProcessedEvent, Subscriptions
-from functions.common.outbox import AuditEvent, OutboxRelay
+from functions.common.consumers import INBOX_PRUNE_SECONDS, ProcessedEvent, Subscriptions, forget_old_events
+from functions.common.outbox import AuditEvent, HasOutbox, OutboxRelay
+from functions.common.periodic import Periodic
 from functions.common.settings import get_settings
 
 T = TypeVar("T")
@@ -84,17 +85,21 @@ def create_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> FastAPI:
     settings = get_settings()
-    outbox_models = [m for m in models if "outbox" in m.model_fields]
-    relay = OutboxRelay(outbox_models, settings.outbox_sweep_seconds)
+    jobs = [
+        OutboxRelay([m for m in models if issubclass(m, HasOutbox)], settings.outbox_sweep_seconds).periodic,
+        Periodic("inbox pruning", forget_old_events, INBOX_PRUNE_SECONDS),
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent])
         for hook in on_startup:
             await hook()
-        relay.start()
+        for job in jobs:
+            job.start()
         yield
-        await relay.stop()
+        for job in jobs:
+            await job.stop()
         await sidecar.close()
         await db.close_db()
 

@@ -1,6 +1,7 @@
 """Topic handlers: inbox idempotency, SUCCESS / RETRY / DROP, and the Dapr subscription."""
 
 import uuid
+from datetime import timedelta
 
 import httpx
 from dapr.ext.fastapi import DaprApp
@@ -13,7 +14,10 @@ from functions.common.consumers import (
     Subscriptions,
     dead_letter_topic,
     deliver,
+    forget_old_events,
 )
+from functions.common.clock import now
+from functions.common.settings import get_settings
 from functions.common.contracts import OrderCancelled, StockReserved
 
 
@@ -117,3 +121,16 @@ async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_da
     assert (retry.status_code, retry.json()) == (200, {"status": "RETRY"})
     assert success.json() == {"status": "SUCCESS"}
     assert drop.json() == {"status": "DROP"}
+
+
+async def test_the_inbox_forgets_events_older_than_its_retention(database):
+    retention = timedelta(hours=get_settings().inbox_retention_hours)
+    tag = uuid.uuid4().hex
+    old = ProcessedEvent(id=f"h:old-{tag}", topic="stock_reserved", processedAt=now() - retention - timedelta(minutes=1))
+    recent = ProcessedEvent(id=f"h:recent-{tag}", topic="stock_reserved", processedAt=now() - retention + timedelta(minutes=1))
+    await old.insert()
+    await recent.insert()
+
+    assert await forget_old_events() >= 1
+    assert await ProcessedEvent.get(old.id) is None
+    assert await ProcessedEvent.get(recent.id) is not None
