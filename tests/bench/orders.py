@@ -169,8 +169,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--fresh", action="store_true",
-                        help="stop the stack and delete its local data first: FerretDB answers only _id "
-                             "lookups from an index, so its figures fall as data accumulates")
+                        help="stop the stack and delete its local data first: FerretDB serves non-_id filters "
+                             "about as slowly as scans, so its figures fall as data accumulates")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
