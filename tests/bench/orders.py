@@ -28,16 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.shop import admin_token, api, bearer, eventually
 from tests.stack import stack
 
-ADMIN = {"email": "admin@shop.local", "password": "admin-local-password"}  # the local defaults
 # Saga times come from the shop's own timestamps (order history, e-mail record), so polling
 # only has to notice the end; polling faster would mostly measure the polling.
 POLL_SECONDS = 0.25
-
-
-def client(function: str) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.FUNCTIONS[function]}", timeout=60)
 
 
 def timed(call) -> tuple[float, httpx.Response]:
@@ -52,23 +48,12 @@ def expect(response: httpx.Response, *codes: int) -> dict:
     return response.json()["data"]
 
 
-def wait_for(probe, what: str, timeout: float = 120) -> float:
-    """Poll until probe() is truthy; the seconds it took."""
-    started = time.perf_counter()
-    while not probe():
-        if time.perf_counter() - started > timeout:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(POLL_SECONDS)
-    return time.perf_counter() - started
-
-
 def create_product(stock: int) -> str:
-    with client("users") as users, client("products") as products:
-        token = expect(users.post("/api/users/login", json=ADMIN), 200)["token"]
+    with api("products") as products:
         product = expect(
             products.post(
                 "/api/products",
-                headers={"Authorization": f"Bearer {token}"},
+                headers=bearer(admin_token()),
                 json={"name": f"Producto de carga {uuid.uuid4().hex[:8]}", "description": "benchmark",
                       "price": 10.0, "category": "Benchmark", "stock": stock},
             ),
@@ -83,12 +68,11 @@ def one_customer(product_id: str) -> dict[str, float]:
     body = {"name": "Carga", "lastName": tag, "email": f"carga.{tag}@example.com",
             "password": "una-clave-larga", "phone": f"+57{int(tag, 16) % 10**10:010d}"}
     took: dict[str, float] = {}
-    with client("users") as users, client("cart") as cart, client("payments") as payments, \
-            client("notifications") as notifications:
+    with api("users") as users, api("cart") as cart, api("payments") as payments, api("notifications") as notifications:
         took["register"], response = timed(lambda: users.post("/api/users/register", json=body))
         expect(response, 201)
         took["login"], response = timed(lambda: users.post("/api/users/login", json=body))
-        headers = {"Authorization": f"Bearer {expect(response, 200)['token']}"}
+        headers = bearer(expect(response, 200)["token"])
         took["add to cart"], response = timed(
             lambda: cart.post("/api/cart/items", headers=headers, json={"productId": product_id, "quantity": 1})
         )
@@ -101,8 +85,10 @@ def one_customer(product_id: str) -> dict[str, float]:
         def order() -> dict:
             return expect(payments.get(f"/api/orders/{order_id}", headers=headers), 200)
 
-        wait_for(lambda: order()["status"] in ("invoiced", "rejected", "payment_failed"), f"order {order_id}")
-        done = order()
+        done = eventually(
+            lambda: (o := order())["status"] in ("invoiced", "rejected", "payment_failed") and o,
+            f"order {order_id}", timeout=120, every=POLL_SECONDS,
+        )
         if done["status"] != "invoiced":
             raise RuntimeError(f"order {order_id} ended {done['status']}")
         at = {step["status"]: datetime.fromisoformat(step["at"]) for step in done["history"]}
@@ -114,8 +100,8 @@ def one_customer(product_id: str) -> dict[str, float]:
             mails = expect(notifications.get("/api/notifications", headers=headers), 200)
             return next((m for m in mails if m["subject"] == subject), None)
 
-        wait_for(invoice_email, f"the invoice e-mail of {order_id}")
-        stored = datetime.fromisoformat(invoice_email()["createdAt"])
+        mail = eventually(invoice_email, f"the invoice e-mail of {order_id}", timeout=120, every=POLL_SECONDS)
+        stored = datetime.fromisoformat(mail["createdAt"])
         took["order placed → invoice e-mail stored"] = (stored - at["pending"]).total_seconds()
     return took
 

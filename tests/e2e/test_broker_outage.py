@@ -5,9 +5,7 @@ Runs first of the end-to-end tests (file order), so every later test also shows 
 sidecars and consumer groups came back whole after the outage.
 """
 
-import httpx
-
-from tests.e2e.shop import api, bearer, emails, eventually, new_customer
+from tests.e2e.shop import api, bearer, emails, eventually, new_customer, sidecar
 from tests.stack import stack
 
 
@@ -35,5 +33,5 @@ def test_a_registration_made_while_kafka_is_down_gets_its_welcome_email_when_it_
 def test_after_the_outage_a_new_registration_flows_at_once() -> None:
     customer = new_customer()
     eventually(lambda: welcome_emails(customer), "the welcome e-mail", timeout=45)
-    with httpx.Client(timeout=5) as client:
-        assert client.get(f"http://127.0.0.1:{stack.SIDECAR_HTTP['notifications']}/v1.0/healthz").status_code == 204
+    with sidecar("notifications") as dapr:
+        assert dapr.get("/v1.0/healthz").status_code == 204

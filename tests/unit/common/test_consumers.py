@@ -7,6 +7,7 @@ import httpx
 from dapr.ext.fastapi import DaprApp
 from fastapi import FastAPI
 
+from functions.common.clock import now
 from functions.common.consumers import (
     EventContext,
     PermanentError,
@@ -16,9 +17,8 @@ from functions.common.consumers import (
     deliver,
     forget_old_events,
 )
-from functions.common.clock import now
-from functions.common.settings import get_settings
 from functions.common.contracts import OrderCancelled, StockReserved
+from functions.common.settings import get_settings
 
 
 def cloud_event(order_id: str = "o1", event_id: str | None = None) -> dict:

@@ -8,13 +8,13 @@ import yaml
 from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
-from functions.common.settings import get_settings
 from functions.common.contracts import (
     InvoiceProcessing,
     PaymentProcessed,
     StockRejected,
     StockReserved,
 )
+from functions.common.settings import get_settings
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
 from functions.payments.subscriptions import (
     charge_reserved_order,
