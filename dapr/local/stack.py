@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""The local stack: provision and run Kafka, FerretDB and every function beside its daprd.
+"""The local stack: provision and run Kafka, the database (FerretDB on PostgreSQL) and every
+function beside its daprd.
 
     python dapr/local/stack.py provision   # build/fetch what is missing into the cache
     python dapr/local/stack.py up          # provision, start everything, wait until ready
     python dapr/local/stack.py down        # stop everything; no process or port left behind
+    python dapr/local/stack.py reset       # down, then empty the database and Kafka's topics
     python dapr/local/stack.py status | logs [name]
 
 Builds and downloads live in $SHOP_CACHE (default ~/.cache/the-shop), one folder per tool and
@@ -15,6 +17,7 @@ Standard library only: it runs before the project's virtualenv exists.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -35,7 +38,7 @@ STATE = ROOT / ".dapr"
 LOGS = STATE / "logs"
 RUN_FILE = ROOT / "dapr" / "dapr.yaml"
 
-KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT = 9092, 9093, 27017
+KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, PG_PORT = 9092, 9093, 27017, 5433
 FUNCTIONS = {"users": 8001, "products": 8002, "cart": 8003, "payments": 8004, "notifications": 8005}
 SIDECAR_HTTP = {name: 3501 + i for i, name in enumerate(FUNCTIONS)}
 # The sidecars' other listeners, as dapr/dapr.yaml sets them: gRPC API, internal gRPC, metrics.
@@ -57,7 +60,10 @@ KAFKA_VERSION = re.search(r"<kafka.version>(.+?)</kafka.version>", (BUILD / "kaf
 
 DAPRD = CACHE / f"daprd-{DAPR_VERSION}" / "daprd"
 DAPR_CLI = CACHE / f"dapr-cli-{CLI_VERSION}" / "dapr"
-FERRETDB = CACHE / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+# Keyed by our main's source too: the binary is our small main around FerretDB's package.
+_FERRETDB_MAIN = hashlib.sha256((BUILD / "ferretdb" / "main.go").read_bytes()).hexdigest()[:8]
+FERRETDB = CACHE / f"ferretdb-{FERRETDB_VERSION}-{_FERRETDB_MAIN}" / "ferretdb"
+GIN_SQL = Path(__file__).resolve().parent / "postgres" / "ferretdb-gin.sql"
 KAFKA_LIBS = CACHE / f"kafka-{KAFKA_VERSION}" / "libs"
 # The CLI finds daprd at $DAPR_RUNTIME_PATH/.dapr/bin/daprd (slim mode, no `dapr init`).
 RUNTIME_PATH = CACHE / f"dapr-runtime-{DAPR_VERSION}"
@@ -130,7 +136,7 @@ def provision_cli() -> None:
 
 def provision_ferretdb() -> None:
     if not FERRETDB.exists():
-        with step(f"FerretDB {FERRETDB_VERSION} (SQLite backend): go build"):
+        with step(f"FerretDB {FERRETDB_VERSION} (PostgreSQL backend): go build"):
             go_build(BUILD / "ferretdb", FERRETDB, ".")
 
 
@@ -147,7 +153,25 @@ def provision_kafka() -> None:
         partial.rename(KAFKA_LIBS)
 
 
-PROVISIONERS = {"kafka": provision_kafka, "ferretdb": provision_ferretdb, "daprd": provision_daprd, "cli": provision_cli}
+def postgres_bin() -> Path:
+    """Debian's PostgreSQL server programs (package `postgresql`), the newest installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise SystemExit("PostgreSQL is not installed: apt-get install postgresql (Debian's package)")
+    return found[-1].parent
+
+
+def provision_postgres() -> None:
+    postgres_bin()
+
+
+PROVISIONERS = {
+    "kafka": provision_kafka,
+    "postgres": provision_postgres,
+    "ferretdb": provision_ferretdb,
+    "daprd": provision_daprd,
+    "cli": provision_cli,
+}
 
 
 def provision(parts: list[str] | None = None) -> None:
@@ -222,14 +246,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def stop(name: str, grace: float = 15.0) -> None:
+def stop(name: str, grace: float = 15.0, sig: int = signal.SIGTERM) -> None:
     """SIGTERM the process (the dapr CLI then stops its apps and sidecars), then its whole group."""
     path = pid_file(name)
     if not path.exists():
         return
     pid = int(path.read_text())
     if alive(pid):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -270,15 +294,112 @@ def start_kafka() -> None:
         wait_for_port(KAFKA_PORT, timeout=90)
 
 
-def start_ferretdb() -> None:
+# --- the database: FerretDB on a private PostgreSQL cluster ---------------------------------------
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as Debian's `postgres` user."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", *cmd]
+
+
+def postgres_can_reach(path: Path) -> bool:
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(as_postgres_user(["test", "-x", str(path)]), capture_output=True).returncode == 0
+
+
+def pg_data_dir() -> Path:
+    """The stack's cluster: .dapr/postgres, unless (as root) the postgres user cannot reach the
+    checkout, e.g. under /root; then a folder of this checkout's own under /var/tmp."""
+    if os.environ.get("SHOP_PG_DATA"):
+        return Path(os.environ["SHOP_PG_DATA"])
+    STATE.mkdir(exist_ok=True)
+    if postgres_can_reach(STATE):
+        return STATE / "postgres"
+    return Path("/var/tmp/the-shop") / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12] / "postgres"
+
+
+def postgres_cmd(data: Path, port: int) -> list[str]:
+    return as_postgres_user([
+        str(postgres_bin() / "postgres"), "-D", str(data), "-p", str(port),
+        "-c", "listen_addresses=127.0.0.1",
+        "-c", "unix_socket_directories=",  # TCP on loopback only
+        # pgx (in FerretDB) caches prepared statements; a generic plan cannot match the GIN
+        # indexes to the `_jsonb -> $1` key parameter (dapr/local/postgres/ferretdb-gin.sql).
+        "-c", "plan_cache_mode=force_custom_plan",
+        "-c", "max_connections=200",
+        "-c", "shared_buffers=128MB",
+    ])
+
+
+def init_postgres(data: Path) -> None:
+    """Create the cluster unless `data` holds one (a half-made one from an interrupted run goes)."""
+    if (data / "PG_VERSION").exists():
+        return
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True, mode=0o700)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    run(as_postgres_user([str(postgres_bin() / "initdb"), "-D", str(data), "-U", "postgres",
+                          "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]), cwd=Path("/"))
+
+
+def psql(port: int, sql: str | Path, database: str = "postgres") -> str:
+    source = ["-f", str(sql)] if isinstance(sql, Path) else ["-c", sql]
+    result = subprocess.run(
+        [str(postgres_bin() / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+         "-p", str(port), "-U", "postgres", "-d", database, *source],
+        text=True, capture_output=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"psql failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def pg_ready(port: int) -> bool:
+    return subprocess.run([str(postgres_bin() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]).returncode == 0
+
+
+def prepare_postgres(port: int) -> None:
+    """The `ferretdb` database with the GIN-index trigger (ferretdb-gin.sql); idempotent."""
+    if not psql(port, "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").strip():
+        psql(port, "CREATE DATABASE ferretdb")
+    psql(port, GIN_SQL, database="ferretdb")
+
+
+def ferretdb_cmd(listen_port: int, pg_port: int) -> list[str]:
+    return [str(FERRETDB), "--listen-addr", f"127.0.0.1:{listen_port}",
+            "--postgresql-url", f"postgres://postgres@127.0.0.1:{pg_port}/ferretdb"]
+
+
+def start_private_database(data: Path, pg_port: int, db_port: int) -> list[subprocess.Popen]:
+    """A throw-away PostgreSQL + FerretDB pair (the unit tests'); the caller terminates both."""
+    init_postgres(data)
+    log = subprocess.DEVNULL
+    postgres = subprocess.Popen(postgres_cmd(data, pg_port), stdout=log, stderr=log, start_new_session=True)
+    wait_until("PostgreSQL", lambda: pg_ready(pg_port), timeout=30)
+    prepare_postgres(pg_port)
+    ferretdb = subprocess.Popen(ferretdb_cmd(db_port, pg_port), stdout=log, stderr=log, start_new_session=True)
+    wait_for_port(db_port, timeout=30)
+    return [ferretdb, postgres]
+
+
+def start_database() -> None:
     if os.environ.get("MONGODB_URI"):
         say("MONGODB_URI is set: using that database, not FerretDB")
         return
     if port_open(DB_PORT):
         say(f"a database already listens on 127.0.0.1:{DB_PORT}")
         return
+    data = pg_data_dir()
+    with step(f"PostgreSQL: start on 127.0.0.1:{PG_PORT} (data {data})"):
+        init_postgres(data)
+        if not port_open(PG_PORT):
+            spawn("postgres", postgres_cmd(data, PG_PORT))
+            wait_until("PostgreSQL", lambda: pg_ready(PG_PORT), timeout=30)
+        prepare_postgres(PG_PORT)
     with step(f"FerretDB: start on 127.0.0.1:{DB_PORT}"):
-        spawn("ferretdb", [str(FERRETDB), "--listen-addr", f"127.0.0.1:{DB_PORT}", "--data-dir", str(STATE / "ferretdb")])
+        spawn("ferretdb", ferretdb_cmd(DB_PORT, PG_PORT))
         wait_for_port(DB_PORT, timeout=30)
 
 
@@ -316,7 +437,7 @@ def up(timeout: float = 180) -> None:
     provision()
     STATE.mkdir(exist_ok=True)
     start_kafka()
-    start_ferretdb()
+    start_database()
     start_functions(timeout)
     say(f"up in {time.monotonic() - started:.1f}s")
     for name, port in FUNCTIONS.items():
@@ -326,13 +447,14 @@ def up(timeout: float = 180) -> None:
     say(f"logs: {LOGS}")
 
 
-ALL_PORTS = [KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, *FUNCTIONS.values(), *SIDECAR_HTTP.values(), *SIDECAR_OTHER_PORTS]
+ALL_PORTS = [KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, PG_PORT, *FUNCTIONS.values(), *SIDECAR_HTTP.values(), *SIDECAR_OTHER_PORTS]
 
 
 def down() -> None:
     started = time.monotonic()
     for name in ("dapr-run", "ferretdb", "kafka"):
         stop(name)
+    stop("postgres", sig=signal.SIGINT)  # PostgreSQL's fast shutdown: clients are gone by now
     busy = [p for p in ALL_PORTS if port_open(p)]
     deadline = time.monotonic() + 15
     while busy and time.monotonic() < deadline:
@@ -343,8 +465,19 @@ def down() -> None:
     say(f"down in {time.monotonic() - started:.1f}s; no port of the stack in use")
 
 
+def reset() -> None:
+    """Stop everything, then forget every stored document, event and registration."""
+    down()
+    for path in (pg_data_dir(), STATE / "kafka", STATE / "nameresolution.db"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    say("reset: database, Kafka topics and name registrations emptied")
+
+
 def status() -> None:
-    for name in ("kafka", "ferretdb", "dapr-run"):
+    for name in ("kafka", "postgres", "ferretdb", "dapr-run"):
         path = pid_file(name)
         pid = int(path.read_text()) if path.exists() else None
         say(f"{name:<10} {'running pid ' + str(pid) if pid and alive(pid) else 'stopped'}")
@@ -370,6 +503,7 @@ def main() -> None:
     sub.add_parser("provision")
     sub.add_parser("up").add_argument("--timeout", type=float, default=180)
     sub.add_parser("down")
+    sub.add_parser("reset")
     sub.add_parser("status")
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("name", nargs="?")
@@ -381,6 +515,8 @@ def main() -> None:
         up(args.timeout)
     elif args.command == "down":
         down()
+    elif args.command == "reset":
+        reset()
     elif args.command == "status":
         status()
     else:

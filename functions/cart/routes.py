@@ -76,11 +76,10 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
                 updatedAt=at,
             )
             event = CartUpdated(userId=user_id, productId=product.id, name=product.name, quantity=quantity, action="added")
-            update = {
-                "$set": {path: new_line.model_dump(), "updatedAt": at},
-                "$setOnInsert": {"userId": user_id, "createdAt": at},
-                "$push": outbox.push(PendingEvent.of(event, source=APP_ID, key=user_id)),
-            }
+            update = outbox.with_event(
+                {"$set": {path: new_line.model_dump(), "updatedAt": at}, "$setOnInsert": {"userId": user_id, "createdAt": at}},
+                PendingEvent.of(event, source=APP_ID, key=user_id),
+            )
             where = {"_id": user_id, **(_unchanged(line) if line else {path: {"$exists": False}})}
             try:
                 # Upsert only for a new line: it creates the cart on the first add; if the cart
@@ -114,10 +113,10 @@ async def change_quantity(product_id: str, body: ChangeQuantity, principal: Curr
             path = _line_path(product_id)
             result = await Cart.get_pymongo_collection().update_one(
                 {"_id": user_id, **_unchanged(line)},
-                {
-                    "$set": {f"{path}.quantity": body.quantity, f"{path}.updatedAt": at, "updatedAt": at},
-                    "$push": outbox.push(PendingEvent.of(event, source=APP_ID, key=user_id)),
-                },
+                outbox.with_event(
+                    {"$set": {f"{path}.quantity": body.quantity, f"{path}.updatedAt": at, "updatedAt": at}},
+                    PendingEvent.of(event, source=APP_ID, key=user_id),
+                ),
             )
             if result.matched_count:
                 break
@@ -149,11 +148,9 @@ async def remove_item(product_id: str, principal: CurrentUser) -> Envelope[CartO
         # removes it and only one e-mail is sent; the other is a 404.
         result = await Cart.get_pymongo_collection().update_one(
             {"_id": user_id, path: {"$exists": True}},
-            {
-                "$unset": {path: ""},
-                "$set": {"updatedAt": now()},
-                "$push": outbox.push(PendingEvent.of(event, source=APP_ID, key=user_id)),
-            },
+            outbox.with_event(
+                {"$unset": {path: ""}, "$set": {"updatedAt": now()}}, PendingEvent.of(event, source=APP_ID, key=user_id)
+            ),
         )
         if not result.matched_count:
             raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)

@@ -7,13 +7,13 @@ A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside th
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
 from fastapi import Body
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
@@ -35,28 +35,63 @@ class EventContext(BaseModel):
     source: str = ""
 
 
+def hour_bucket(at: datetime) -> str:
+    """The inbox's pruning bucket: the UTC hour, e.g. "2026-11-28T10"."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
+
+
 class ProcessedEvent(Document):
     """Inbox: one record per (handler, event id) handled, so a redelivery changes nothing."""
 
     id: str
     topic: str
     processedAt: datetime
+    # Pruned by equality on this bucket (an index serves it on FerretDB, which pushes down
+    # equalities only; a range on processedAt would scan the collection).
+    processedHour: str = ""
+
+    @model_validator(mode="after")
+    def _bucket(self) -> "ProcessedEvent":
+        self.processedHour = self.processedHour or hour_bucket(self.processedAt)
+        return self
 
     class Settings:
         name = "processed_events"
-        indexes = [IndexModel("processedAt", name="processed_at")]  # for forget_old_events
+        indexes = [IndexModel("processedHour", name="processed_hour")]  # for forget_old_events
 
 
-# How often forget_old_events runs.
+class InboxPruning(Document):
+    """How far the inbox has been pruned: every hour bucket before `prunedBefore` is gone."""
+
+    id: str  # the inbox collection's name
+    prunedBefore: datetime
+
+    class Settings:
+        name = "inbox_pruning"
+
+
+# How often forget_old_events runs; the first run without a record looks this far back.
 INBOX_PRUNE_SECONDS = 3600.0
+INBOX_PRUNE_FIRST_LOOKBACK = timedelta(days=2)
 
 
 async def forget_old_events() -> int:
-    """Delete inbox records older than SHOP_INBOX_RETENTION_HOURS, so the inbox does not grow
-    forever. (A TTL index would do it on MongoDB; FerretDB 1.24 does not implement them.)"""
-    cutoff = now() - timedelta(hours=get_settings().inbox_retention_hours)
-    result = await ProcessedEvent.get_pymongo_collection().delete_many({"processedAt": {"$lt": cutoff}})
-    return result.deleted_count
+    """Delete inbox records of every hour that ended SHOP_INBOX_RETENTION_HOURS ago or more, so
+    the inbox does not grow forever. (A TTL index would do it on MongoDB; FerretDB 1.24 does not
+    implement them.) One delete per hour bucket since the last run, each served by an index."""
+    cutoff = (now() - timedelta(hours=get_settings().inbox_retention_hours)).replace(minute=0, second=0, microsecond=0)
+    collection = ProcessedEvent.get_settings().name
+    mark = await InboxPruning.get(collection)
+    hour = mark.prunedBefore if mark else cutoff - INBOX_PRUNE_FIRST_LOOKBACK
+    deleted = 0
+    while hour < cutoff:
+        result = await ProcessedEvent.get_pymongo_collection().delete_many({"processedHour": hour_bucket(hour)})
+        deleted += result.deleted_count
+        hour += timedelta(hours=1)
+    await InboxPruning.get_pymongo_collection().update_one(
+        {"_id": collection}, {"$set": {"prunedBefore": cutoff}}, upsert=True
+    )
+    return deleted
 
 
 Handler = Callable[[Any, EventContext], Awaitable[None]]

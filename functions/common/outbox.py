@@ -81,10 +81,14 @@ class HasOutbox(BaseModel):
     """Mix into a Document that announces its changes (`db.init_db` gives it OUTBOX_INDEX)."""
 
     outbox: list[PendingEvent] = Field(default_factory=list)
+    # True while the outbox may hold events: the sweep finds such documents by this equality,
+    # which an index serves on every database (FerretDB pushes down equalities only).
+    outboxPending: bool = False
 
     def stage(self, event: IntegrationEvent, *, source: str, key: str | None = None) -> PendingEvent:
         pending = PendingEvent.of(event, source=source, key=key)
         self.outbox.append(pending)
+        self.outboxPending = True
         return pending
 
 
@@ -105,14 +109,17 @@ def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
     return _write_locks((model.get_collection_name(), str(doc_id)))
 
 
-def push(pending: PendingEvent) -> dict[str, Any]:
-    """The `$push` part of an atomic update that changes a document and stages its event."""
-    return {"outbox": pending.model_dump()}
+def with_event(update: dict[str, Any], pending: PendingEvent) -> dict[str, Any]:
+    """`update` (an atomic update of one document) that also stages `pending` in its outbox."""
+    return {
+        **update,
+        "$set": {**update.get("$set", {}), "outboxPending": True},
+        "$push": {**update.get("$push", {}), "outbox": pending.model_dump()},
+    }
 
 
-# The sweep looks for pending events by their time: on MongoDB this (multikey) index answers it,
-# instead of a scan of every document of the collection every few seconds.
-OUTBOX_INDEX = IndexModel([("outbox.time", 1)], name="outbox_time")
+# The sweep finds documents with pending events by this index, not by a scan of the collection.
+OUTBOX_INDEX = IndexModel([("outboxPending", 1)], name="outbox_pending")
 
 
 class OutboxRelay:
@@ -125,8 +132,7 @@ class OutboxRelay:
     async def sweep(self) -> int:
         published = 0
         for model in self.models:
-            pending = {"outbox.time": {"$lte": now()}}
-            async for raw in model.get_pymongo_collection().find(pending, {"_id": 1}):
+            async for raw in model.get_pymongo_collection().find({"outboxPending": True}, {"_id": 1}):
                 published += await relay(model, raw["_id"])
         return published
 
@@ -138,7 +144,8 @@ async def relay(model: type[Document], doc_id: Any) -> int:
     and the outbox is read under that lock, so an event is not published twice by this process.
     """
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
-        raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1})
+        collection = model.get_pymongo_collection()
+        raw = await collection.find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1})
         pending_events = list((raw or {}).get("outbox") or [])
         for stored in pending_events:
             pending = PendingEvent.model_validate(stored)
@@ -162,7 +169,11 @@ async def relay(model: type[Document], doc_id: Any) -> int:
                 pass
             # Pull the entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
             async with write_lock(model, doc_id):
-                await model.get_pymongo_collection().update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
+                await collection.update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
+        if (raw or {}).get("outboxPending"):
+            # Only if nothing was staged meanwhile: that write set the flag with its event.
+            async with write_lock(model, doc_id):
+                await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$set": {"outboxPending": False}})
         return len(pending_events)
 
 

@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.common import db, sidecar
-from functions.common.consumers import INBOX_PRUNE_SECONDS, ProcessedEvent, Subscriptions, forget_old_events
+from functions.common.consumers import (
+    INBOX_PRUNE_SECONDS,
+    InboxPruning,
+    ProcessedEvent,
+    Subscriptions,
+    forget_old_events,
+)
 from functions.common.outbox import AuditEvent, HasOutbox, OutboxRelay
 from functions.common.periodic import Periodic
 from functions.common.settings import get_settings
@@ -92,7 +98,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent])
+        await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent, InboxPruning])
         for hook in on_startup:
             await hook()
         for job in jobs:

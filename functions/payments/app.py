@@ -1,6 +1,6 @@
 from functions.common.web import create_app
 from functions.payments import APP_ID
-from functions.payments.models import InvoiceNumber, MailRequest, Order, Payment, SimulatedCharge
+from functions.payments.models import InvoiceNumber, InvoiceSequence, MailRequest, Order, Payment, SimulatedCharge
 from functions.payments.routes import router
 from functions.payments.subscriptions import subscriptions
 
@@ -15,7 +15,7 @@ app = create_app(
         "`email_notification`; consumes `stock_reserved`, `stock_rejected`, `payment_processed`, "
         "`invoice_processing`."
     ),
-    models=[Order, Payment, InvoiceNumber, SimulatedCharge, MailRequest],
+    models=[Order, Payment, InvoiceNumber, InvoiceSequence, SimulatedCharge, MailRequest],
     routers=[router],
     subscriptions=subscriptions,
 )

@@ -1,7 +1,7 @@
 """Invoices: gap-free sequential numbers, the invoice itself and its e-mail.
 
 Numbers come from a ledger (`InvoiceNumber`), not a counter document. A number is issued by
-inserting its ledger record, `INV-<year>-<seq>` with seq = the year's highest + 1, under two
+inserting its ledger record, `INV-<year>-<seq>` with seq = the year's lowest free number, under two
 unique indexes: (year, seq) so two orders can never get one number, and orderId so an order can
 never get two. Why not `$inc` on a counter with find_one_and_update:
 - a counter increment and the write that records who got the number are two documents; without
@@ -10,8 +10,10 @@ never get two. Why not `$inc` on a counter with find_one_and_update:
   a redelivery finds it by orderId, and a number exists only once it belongs to an order.
 - FerretDB 1.x (the local database) does not isolate updates: 50 concurrent `$inc`s through
   find_one_and_update returned 8 distinct values. Unique indexes it does enforce.
-So numbers never repeat (the index), and never skip: seq is always the highest + 1, so a
-number is written only after every lower one. A number belongs to its order from the moment it
+So numbers never repeat (the index), and never skip: the search starts at the year's
+`InvoiceSequence.next`, below which every number is issued, and moves up one number per
+collision, so a number is written only after every lower one. `next` is raised (`$max`) to one
+past each number issued; it may lag, never lead. A number belongs to its order from the moment it
 is issued; if that order's invoicing could never finish (dead letter) the number still names it
 in the ledger, and re-driving the order's payment_processed event finishes the same invoice.
 
@@ -26,7 +28,7 @@ from pymongo.errors import DuplicateKeyError
 
 from functions.common.locks import KeyedLocks
 from functions.common.money import money_text
-from functions.payments.models import Invoice, InvoiceNumber, Order
+from functions.payments.models import Invoice, InvoiceNumber, InvoiceSequence, Order
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,33 @@ def format_invoice_number(year: int, seq: int) -> str:
 async def allocate_invoice_number(order_id: str, year: int) -> str:
     """The order's invoice number: the one it already has, or the next of `year`."""
     async with _year_lock(year):
+        owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
+        if owned is not None:
+            return owned.id
+        sequence = await InvoiceSequence.get(year)
+        seq = sequence.next if sequence else 1
         for _ in range(MAX_ATTEMPTS):
-            owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
-            if owned is not None:
-                return owned.id
-            last = await InvoiceNumber.find(InvoiceNumber.year == year).sort(-InvoiceNumber.seq).first_or_none()
-            seq = (last.seq if last else 0) + 1
             try:
                 await InvoiceNumber(id=format_invoice_number(year, seq), year=year, seq=seq, orderId=order_id).insert()
-                return format_invoice_number(year, seq)
             except DuplicateKeyError:
-                log.info("invoice number %s taken meanwhile; trying the next", format_invoice_number(year, seq))
+                owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
+                if owned is not None:  # another replica gave this order its number meanwhile
+                    return owned.id
+                log.info("invoice number %s taken; trying the next", format_invoice_number(year, seq))
+                seq += 1
+                continue
+            await _advance(year, seq + 1)
+            return format_invoice_number(year, seq)
     raise RuntimeError(f"could not allocate an invoice number for order {order_id} in {MAX_ATTEMPTS} attempts")
+
+
+async def _advance(year: int, next_seq: int) -> None:
+    try:
+        await InvoiceSequence.get_pymongo_collection().update_one(
+            {"_id": year}, {"$max": {"next": next_seq}}, upsert=True
+        )
+    except DuplicateKeyError:
+        pass  # two first upserts of the year raced; the hint may lag by one, which is safe
 
 
 def build_invoice(order: Order, number: str, issued_at: datetime) -> Invoice:

@@ -102,6 +102,21 @@ class InvoiceNumber(Document):
         ]
 
 
+class InvoiceSequence(Document):
+    """Where a year's next invoice number is looked for: every number below `next` is issued.
+
+    A hint, not the number itself: the ledger's unique index still decides, and a hint that lags
+    (a lost write, a crash) only costs a collision. It makes allocation one read by _id instead
+    of a scan of the year's ledger, so it costs the same at the 50,000th invoice as at the first.
+    """
+
+    id: int  # the year
+    next: int
+
+    class Settings:
+        name = "invoice_sequences"
+
+
 class SimulatedCharge(Document):
     """What the simulated card processor charged, by idempotency key, as a real provider keeps
     it: a second charge with the same key answers this first result."""

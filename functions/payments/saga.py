@@ -69,13 +69,14 @@ async def transition(
     nothing written) when the order is no longer in `expected`."""
     step = Transition(status=to, at=now(), reason=reason, eventId=event_id)
     pushes: dict[str, Any] = {"history": step.model_dump()}
+    sets: dict[str, Any] = {"status": to, "updatedAt": step.at, **(changes or {})}
     pending = stage(*events, order_id=order_id)
     if pending:
         pushes["outbox"] = {"$each": [p.model_dump() for p in pending]}
+        sets["outboxPending"] = True
     async with write_lock(Order, order_id):
         result = await Order.get_pymongo_collection().update_one(
-            {"_id": order_id, "status": expected},
-            {"$set": {"status": to, "updatedAt": step.at, **(changes or {})}, "$push": pushes},
+            {"_id": order_id, "status": expected}, {"$set": sets, "$push": pushes}
         )
     if not result.matched_count:
         log.info("order %s is no longer %s; %s not applied", order_id, expected, to)

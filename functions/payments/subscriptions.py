@@ -159,6 +159,6 @@ async def mail_invoice(event: InvoiceProcessing, context: EventContext) -> None:
         # Conditional on no invoice e-mail staged yet: two deliveries stage one e-mail.
         await Order.get_pymongo_collection().update_one(
             {"_id": order.id, "invoiceEmailEventId": None},
-            {"$set": {"invoiceEmailEventId": pending.id, "updatedAt": now()}, "$push": outbox.push(pending)},
+            outbox.with_event({"$set": {"invoiceEmailEventId": pending.id, "updatedAt": now()}}, pending),
         )
     await outbox.flush(Order, order.id)

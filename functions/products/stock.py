@@ -158,10 +158,9 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
         async with _reservation_lock(order_id):
             decided = await StockReservation.get_pymongo_collection().update_one(
                 {"_id": order_id, "state": "reserving"},
-                {
-                    "$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()},
-                    "$push": outbox.push(pending),
-                },
+                outbox.with_event(
+                    {"$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()}}, pending
+                ),
             )
         if not decided.matched_count:
             # Only another replica handling the same order at the same moment gets here (this

@@ -63,7 +63,7 @@ async def login(body: LoginRequest) -> Envelope[Session]:
     # document's write lock, so a relay pulling an earlier login's event cannot overwrite it.
     async with outbox.write_lock(User, user.id):
         await User.get_pymongo_collection().update_one(
-            {"_id": user.id}, {"$set": {"lastLoginAt": logged_in}, "$push": outbox.push(pending)}
+            {"_id": user.id}, outbox.with_event({"$set": {"lastLoginAt": logged_in}}, pending)
         )
     await outbox.flush(User, user.id)
     token = issue_token(str(user.id), user.email, user.role)

@@ -1,45 +1,48 @@
-"""Benchmark of the shop on the real local stack: latency, throughput and memory.
+"""Benchmark of the order path on the real local stack: throughput, latency, CPU per order,
+memory, and whether the cost of an order grows with the orders already in the database.
 
-    ./task bench                        # 40 customers, 8 at a time
-    ./task bench -- --customers 100 --concurrency 16
-    ./task bench -- --fresh             # on an empty database and broker (deletes local data)
-    python -m tests.bench.orders        # the same, from the project's root in its venv
+    ./task bench                                   # 200 orders, 16 at a time, at K = 0 and K = 50,000
+    ./task bench -- --orders 100 --preload 0 --preload 5000
+    ./task bench -- --fresh                        # `task reset` first: an empty database and broker
+    python -m tests.bench.orders ...               # the same, from the project's root in its venv
 
-Starts the stack when it is not running (and stops it after), or measures the one `task up`
-started. Each customer registers, logs in, adds a product to the cart and orders it with
-`tok_visa` (after one journey not counted, to warm up); the script then follows the order through the saga until it is invoiced and its
-invoice e-mail is stored. It reports each step's latency (p50, p95, max), the order throughput,
-and the resident memory of every process of the stack (now and its peak, VmRSS / VmHWM).
+For each K in --preload (ascending, in one run): the database is filled up to K earlier orders
+(tests/bench/preload.py, bulk-inserted), then the set-up, untimed: N customers register, log in
+and put two products in their cart. Then the timed phase: the N orders are placed, C at a time,
+with `tok_visa`, and each is followed to its invoice e-mail by reading the database (one indexed
+query per pending order every second, so watching costs the shop little). Reported per K:
+orders/s from the first POST to the last invoice e-mail stored; p50/p95/p99 of POST → 202 and of
+POST → invoice e-mail stored (its `createdAt`, the server's clock; same machine); CPU seconds per
+process per order; peak memory. It checks that no order was lost and none charged, invoiced or
+e-mailed twice, and exits non-zero if one was. With --floor it also measures, in the same run,
+raw Kafka and a no-op pipeline through real sidecars (tests/bench/floor.py).
 
-A measurement, not a test: nothing here passes or fails on a figure. The figures in the README
-come from this script.
+A measurement, not a test: no figure passes or fails. The README's figures come from here.
 """
 
 import argparse
 import json
 import os
-import shutil
-import statistics
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from bson import ObjectId
+from pymongo import MongoClient
 
-from tests.e2e.shop import admin_token, api, bearer, eventually
+from tests.bench.preload import preload
+from tests.e2e.shop import admin_token, api, bearer
 from tests.stack import stack
 
-# Saga times come from the shop's own timestamps (order history, e-mail record), so polling
-# only has to notice the end; polling faster would mostly measure the polling.
-POLL_SECONDS = 0.25
-
-
-def timed(call) -> tuple[float, httpx.Response]:
-    started = time.perf_counter()
-    response = call()
-    return time.perf_counter() - started, response
+MONGODB_URI = os.environ.get("MONGODB_URI", f"mongodb://127.0.0.1:{stack.DB_PORT}")
+DB_PREFIX = os.environ.get("SHOP_DB_PREFIX", "shop")
+WATCH_SECONDS = 1.0
+TIMEOUT_SECONDS = 600
 
 
 def expect(response: httpx.Response, *codes: int) -> dict:
@@ -50,99 +53,130 @@ def expect(response: httpx.Response, *codes: int) -> dict:
 
 def create_product(stock: int) -> str:
     with api("products") as products:
-        product = expect(
-            products.post(
-                "/api/products",
-                headers=bearer(admin_token()),
-                json={"name": f"Producto de carga {uuid.uuid4().hex[:8]}", "description": "benchmark",
-                      "price": 10.0, "category": "Benchmark", "stock": stock},
-            ),
-            201,
-        )
-    return product["id"]
+        return expect(products.post(
+            "/api/products", headers=bearer(admin_token()),
+            json={"name": f"Producto de carga {uuid.uuid4().hex[:8]}", "description": "benchmark",
+                  "price": 10.0, "category": "Benchmark", "stock": stock},
+        ), 201)["id"]
 
 
-def one_customer(product_id: str) -> dict[str, float]:
-    """One customer's journey; the seconds each step took."""
-    tag = uuid.uuid4().hex[:10]
+@dataclass
+class Customer:
+    email: str
+    headers: dict[str, str]
+    order_id: str = ""
+    posted_at: float = 0.0  # wall clock, comparable with the server's timestamps
+    to_202: float = 0.0
+    emailed_at: float = 0.0
+
+
+def set_up(product_ids: list[str]) -> Customer:
+    """Untimed: register, log in, two products in the cart."""
+    tag = uuid.uuid4().hex[:12]
     body = {"name": "Carga", "lastName": tag, "email": f"carga.{tag}@example.com",
             "password": "una-clave-larga", "phone": f"+57{int(tag, 16) % 10**10:010d}"}
-    took: dict[str, float] = {}
-    with api("users") as users, api("cart") as cart, api("payments") as payments, api("notifications") as notifications:
-        took["register"], response = timed(lambda: users.post("/api/users/register", json=body))
-        expect(response, 201)
-        took["login"], response = timed(lambda: users.post("/api/users/login", json=body))
-        headers = bearer(expect(response, 200)["token"])
-        took["add to cart"], response = timed(
-            lambda: cart.post("/api/cart/items", headers=headers, json={"productId": product_id, "quantity": 1})
-        )
-        expect(response, 201)
-        took["place order (202)"], response = timed(
-            lambda: payments.post("/api/orders", headers=headers, json={"paymentMethod": {"token": "tok_visa"}})
-        )
-        order_id = expect(response, 202)["orderId"]
-
-        def order() -> dict:
-            return expect(payments.get(f"/api/orders/{order_id}", headers=headers), 200)
-
-        done = eventually(
-            lambda: (o := order())["status"] in ("invoiced", "rejected", "payment_failed") and o,
-            f"order {order_id}", timeout=120, every=POLL_SECONDS,
-        )
-        if done["status"] != "invoiced":
-            raise RuntimeError(f"order {order_id} ended {done['status']}")
-        at = {step["status"]: datetime.fromisoformat(step["at"]) for step in done["history"]}
-        took["order placed → invoiced"] = (at["invoiced"] - at["pending"]).total_seconds()
-
-        subject = f"Factura de tu pedido #{order_id}"
-
-        def invoice_email() -> dict | None:
-            mails = expect(notifications.get("/api/notifications", headers=headers), 200)
-            return next((m for m in mails if m["subject"] == subject), None)
-
-        mail = eventually(invoice_email, f"the invoice e-mail of {order_id}", timeout=120, every=POLL_SECONDS)
-        stored = datetime.fromisoformat(mail["createdAt"])
-        took["order placed → invoice e-mail stored"] = (stored - at["pending"]).total_seconds()
-    return took
+    with api("users") as users, api("cart") as cart:
+        expect(users.post("/api/users/register", json=body), 201)
+        headers = bearer(expect(users.post("/api/users/login", json=body), 200)["token"])
+        for product_id in product_ids:
+            expect(cart.post("/api/cart/items", headers=headers, json={"productId": product_id, "quantity": 1}), 201)
+    return Customer(email=body["email"], headers=headers)
 
 
-def stack_processes() -> dict[str, int]:
-    """name -> pid of every long-running process of the stack, found in /proc."""
-    found: dict[str, int] = {}
+def place(customer: Customer) -> None:
+    with api("payments") as payments:
+        customer.posted_at = time.time()
+        started = time.perf_counter()
+        response = payments.post("/api/orders", headers=customer.headers, json={"paymentMethod": {"token": "tok_visa"}})
+        customer.to_202 = time.perf_counter() - started
+    customer.order_id = expect(response, 202)["orderId"]
+
+
+def watch(customers: list[Customer], client: MongoClient) -> None:
+    """Until every order's invoice e-mail is stored: one indexed query per pending customer."""
+    emails = client[f"{DB_PREFIX}_notifications"]["emails"]
+    pending = {c.email: c for c in customers}
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while pending and time.monotonic() < deadline:
+        time.sleep(WATCH_SECONDS)
+        for address, customer in list(pending.items()):
+            mail = emails.find_one({"to": address, "template": "invoice"}, {"createdAt": 1})
+            if mail:
+                customer.emailed_at = mail["createdAt"].timestamp()
+                del pending[address]
+    if pending:
+        raise RuntimeError(f"{len(pending)} orders without an invoice e-mail after {TIMEOUT_SECONDS}s")
+
+
+def violations(customers: list[Customer], client: MongoClient) -> dict[str, int]:
+    """Every order invoiced once, charged once, e-mailed once."""
+    payments, notifications = client[f"{DB_PREFIX}_payments"], client[f"{DB_PREFIX}_notifications"]
+    found = {"not invoiced": 0, "charged other than once": 0, "invoice numbers other than one": 0,
+             "invoice e-mails other than one": 0}
+    numbers = []
+    for c in customers:
+        order = payments["orders"].find_one({"_id": ObjectId(c.order_id)}, {"status": 1, "invoiceNumber": 1})
+        found["not invoiced"] += order is None or order["status"] != "invoiced"
+        found["charged other than once"] += payments["simulated_charges"].count_documents({"_id": c.order_id}) != 1
+        found["invoice numbers other than one"] += payments["invoice_numbers"].count_documents({"orderId": c.order_id}) != 1
+        found["invoice e-mails other than one"] += notifications["emails"].count_documents(
+            {"to": c.email, "template": "invoice"}) != 1
+        numbers.append(order and order.get("invoiceNumber"))
+    found["duplicate invoice numbers"] = len(numbers) - len(set(numbers))
+    return found
+
+
+# --- processes: CPU and memory of every process of the stack ------------------------------------
+def stack_processes() -> dict[int, str]:
+    """pid -> group name for every process of the stack (PostgreSQL: the server and its backends)."""
+    found: dict[int, str] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
+            words = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             continue
-        words = [a.decode(errors="replace") for a in args if a]
-        line = " ".join(words)
+        if not words:
+            continue
+        line, program = " ".join(words), Path(words[0]).name
         if "kafka.Kafka" in words:
-            found["kafka (JVM)"] = int(proc.name)
-        elif words and Path(words[0]).name == "ferretdb":
-            found["ferretdb"] = int(proc.name)
-        elif words and Path(words[0]).name == "daprd" and "--app-id" in words:
-            found[f"daprd {words[words.index('--app-id') + 1]}"] = int(proc.name)
+            found[int(proc.name)] = "kafka (JVM)"
+        elif program == "ferretdb":
+            found[int(proc.name)] = "ferretdb"
+        elif program == "postgres" or line.startswith("postgres: "):
+            found[int(proc.name)] = "postgresql"
+        elif program == "daprd" and "--app-id" in words:
+            found[int(proc.name)] = f"daprd {words[words.index('--app-id') + 1]}"
         else:
             for name in stack.FUNCTIONS:
                 if f"functions.{name}.app:app" in line and "uvicorn" in line:
-                    found[f"app {name}"] = int(proc.name)
+                    found[int(proc.name)] = f"app {name}"
     return found
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(resident now, resident peak) in MiB."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+def peak_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
+
+
+def group_cpu(before: dict[int, float], processes: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per group since `before` (a process started since counts from zero)."""
+    used: dict[str, float] = {}
+    for pid, name in processes.items():
+        used[name] = used.get(name, 0.0) + cpu_seconds(pid) - before.get(pid, 0.0)
+    return used
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -150,56 +184,114 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+@dataclass
+class Phase:
+    preloaded: int
+    orders: int
+    concurrency: int
+    seconds: float = 0.0
+    orders_per_second: float = 0.0
+    to_202_ms: dict[str, float] = field(default_factory=dict)
+    to_email_ms: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    peak_mib: dict[str, float] = field(default_factory=dict)
+    violations: dict[str, int] = field(default_factory=dict)
+
+
+def run_phase(preloaded: int, args: argparse.Namespace, product_ids: list[str], client: MongoClient) -> Phase:
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        customers = list(pool.map(lambda _: set_up(product_ids), range(args.orders)))
+    processes = stack_processes()
+    before = {pid: cpu_seconds(pid) for pid in processes}
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        list(pool.map(place, customers))
+    watch(customers, client)
+    processes = {**processes, **stack_processes()}
+    phase = Phase(preloaded, args.orders, args.concurrency)
+    first, last = min(c.posted_at for c in customers), max(c.emailed_at for c in customers)
+    phase.seconds = last - first
+    phase.orders_per_second = args.orders / phase.seconds
+    for target, values in ((phase.to_202_ms, [c.to_202 for c in customers]),
+                           (phase.to_email_ms, [c.emailed_at - c.posted_at for c in customers])):
+        target.update({f"p{p}": percentile(values, p) * 1000 for p in (50, 95, 99)})
+    phase.cpu_seconds = group_cpu(before, processes)
+    for pid, name in processes.items():
+        phase.peak_mib[name] = max(phase.peak_mib.get(name, 0.0), peak_mib(pid))
+    phase.violations = violations(customers, client)
+    return phase
+
+
+def report(phases: list[Phase], floor: dict | None) -> None:
+    print("\n| K earlier orders | orders | C | orders/s | POST→202 p50/p95/p99 ms | POST→invoice e-mail p50/p95/p99 ms |"
+          "\n|---|---|---|---|---|---|")
+    for ph in phases:
+        print(f"| {ph.preloaded:,} | {ph.orders} | {ph.concurrency} | {ph.orders_per_second:.1f} "
+              f"| {ph.to_202_ms['p50']:.0f} / {ph.to_202_ms['p95']:.0f} / {ph.to_202_ms['p99']:.0f} "
+              f"| {ph.to_email_ms['p50']:.0f} / {ph.to_email_ms['p95']:.0f} / {ph.to_email_ms['p99']:.0f} |")
+    if len(phases) > 1:
+        print(f"\norders/s at K = {phases[-1].preloaded:,} / at K = {phases[0].preloaded:,}: "
+              f"{phases[-1].orders_per_second / phases[0].orders_per_second:.2f}")
+    names = sorted({n for ph in phases for n in ph.cpu_seconds})
+    print("\nCPU ms per order (peak RSS MiB)\n\n| process | " + " | ".join(f"K = {ph.preloaded:,}" for ph in phases)
+          + " |\n|---|" + "---|" * len(phases))
+    for name in names:
+        print(f"| {name} | " + " | ".join(
+            f"{ph.cpu_seconds.get(name, 0) / ph.orders * 1000:.0f} ({ph.peak_mib.get(name, 0):.0f})" for ph in phases) + " |")
+    print("| total | " + " | ".join(f"{sum(ph.cpu_seconds.values()) / ph.orders * 1000:.0f}" for ph in phases) + " |")
+    for ph in phases:
+        print(f"\nK = {ph.preloaded:,}: " + ", ".join(f"{k}: {v}" for k, v in ph.violations.items()))
+    if floor:
+        print("\nThe floor, same run, same concurrency:")
+        print(json.dumps(floor, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--fresh", action="store_true",
-                        help="stop the stack and delete its local data first: FerretDB serves non-_id filters "
-                             "about as slowly as scans, so its figures fall as data accumulates")
+    parser.add_argument("--orders", type=int, default=200, help="orders per phase (N)")
+    parser.add_argument("--concurrency", type=int, default=16, help="orders in flight at once (C)")
+    parser.add_argument("--preload", type=int, action="append",
+                        help="run a phase with this many earlier orders in the database (repeat; default 0 and 50000)")
+    parser.add_argument("--fresh", action="store_true", help="`task reset` first: empty database, broker, registrations")
+    parser.add_argument("--floor", action="store_true", help="also measure raw Kafka and a no-op Dapr pipeline")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    targets = sorted(set(args.preload or [0, 50_000]))
 
     if args.fresh:
-        stack.down()
-        for data in ("ferretdb", "kafka"):
-            shutil.rmtree(stack.STATE / data, ignore_errors=True)
+        stack.reset()
     started_here = not all(stack.functions_ready().values())
     if started_here:
         stack.up()
+    phases: list[Phase] = []
+    floor = None
     try:
-        product_id = create_product(stock=args.customers + 1)
-        one_customer(product_id)  # warm-up, not counted: first connections, first use of each topic
-        processes = sorted(stack_processes().items())
-        idle = {name: memory_mib(pid) for name, pid in processes}
-        cpu_before = {name: cpu_seconds(pid) for name, pid in processes}
-        began = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            journeys = list(pool.map(lambda _: one_customer(product_id), range(args.customers)))
-        wall = time.perf_counter() - began
-        loaded = {name: memory_mib(pid) for name, pid in processes}
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes}
+        with MongoClient(MONGODB_URI, tz_aware=True) as client:
+            product_ids = [create_product(stock=args.orders * len(targets) + 10) for _ in range(2)]
+            set_up(product_ids)  # warm-up, not counted: first connections, first use of each route
+            earlier = client[f"{DB_PREFIX}_payments"]["orders"].estimated_document_count()
+            for target in targets:
+                if target > earlier:
+                    began = time.monotonic()
+                    written = preload(MONGODB_URI, target - earlier, product_ids[0], DB_PREFIX)
+                    print(f"[bench] preloaded {target - earlier:,} earlier orders ({written:,} documents) "
+                          f"in {time.monotonic() - began:.0f}s", flush=True)
+                    earlier = target
+                print(f"[bench] phase K = {target:,}: {args.orders} orders, {args.concurrency} at a time", flush=True)
+                phases.append(run_phase(target, args, product_ids, client))
+                earlier += args.orders
+            if args.floor:
+                from tests.bench.floor import run_floor
+
+                floor = run_floor(concurrency=args.concurrency, count=args.orders, hops=5)
     finally:
         if started_here:
             stack.down()
-
-    steps = {step: [j[step] for j in journeys] for step in journeys[0]}
-    print(f"\n{args.customers} customers, {args.concurrency} at a time: every journey (register → invoice "
-          f"e-mail) done in {wall:.1f} s, {args.customers / wall:.2f} orders/s end to end\n")
-    print("| step | p50 ms | p95 ms | max ms |\n|---|---|---|---|")
-    for step, values in steps.items():
-        print(f"| {step} | {statistics.median(values) * 1000:.0f} | {percentile(values, 95) * 1000:.0f} "
-              f"| {max(values) * 1000:.0f} |")
-    print("\n| process | CPU s used | RSS before MiB | RSS after MiB | peak MiB |\n|---|---|---|---|---|")
-    for name, (after, peak) in loaded.items():
-        print(f"| {name} | {cpu[name]:.1f} | {idle[name][0]:.0f} | {after:.0f} | {peak:.0f} |")
-    print(f"| total | {sum(cpu.values()):.1f} of {wall * os.cpu_count():.0f} available "
-          f"| {sum(v[0] for v in idle.values()):.0f} | {sum(v[0] for v in loaded.values()):.0f} | |")
+    report(phases, floor)
     if args.json:
-        args.json.write_text(json.dumps({
-            "customers": args.customers, "concurrency": args.concurrency, "wall_seconds": wall,
-            "steps": steps, "cpu_seconds": cpu, "memory_mib": {"before": idle, "after": loaded},
-        }, indent=2))
+        args.json.write_text(json.dumps({"phases": [vars(ph) for ph in phases], "floor": floor,
+                                         "at": datetime.now(UTC).isoformat()}, indent=2))
+    if any(sum(ph.violations.values()) for ph in phases):
+        sys.exit("violations found: see above")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Unit-test fixtures: a real FerretDB for Beanie (a throw-away database per session) and respx
+"""Unit-test fixtures: a real FerretDB on PostgreSQL for Beanie (a throw-away database per session) and respx
 standing in for the Dapr sidecar's HTTP API. No Kafka, no daprd: those are end-to-end tests."""
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,20 +33,18 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 def mongo_uri() -> str:
-    """MONGODB_URI if set (a real MongoDB), else a private FerretDB on a free loopback port."""
-    process = None
+    """MONGODB_URI if set (a real MongoDB), else a private FerretDB on PostgreSQL on free loopback
+    ports, its cluster in a temporary folder."""
+    processes: list[subprocess.Popen] = []
     uri = os.environ.get("MONGODB_URI")
     if not uri:
-        stack.provision(["ferretdb"])
-        port = _free_port()
-        data = tempfile.mkdtemp(prefix="shop-unit-db-")
-        process = subprocess.Popen(
-            [str(stack.FERRETDB), "--listen-addr", f"127.0.0.1:{port}", "--data-dir", data],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        stack.wait_for_port(port, timeout=30)
+        stack.provision(["postgres", "ferretdb"])
+        folder = Path(tempfile.mkdtemp(prefix="shop-unit-db-"))
+        folder.chmod(0o755)  # as root, PostgreSQL runs as `postgres` and must reach its data
+        port, pg_port = _free_port(), _free_port()
+        processes = stack.start_private_database(folder / "postgres", pg_port, port)
         uri = f"mongodb://127.0.0.1:{port}"
+        os.environ["SHOP_UNIT_PG_PORT"] = str(pg_port)  # for tests that read PostgreSQL's plans
     os.environ.update(
         MONGODB_URI=uri,
         SHOP_DB_PREFIX=f"unit{uuid.uuid4().hex[:8]}",
@@ -53,9 +54,11 @@ def mongo_uri() -> str:
     )
     get_settings.cache_clear()
     yield uri
-    if process is not None:
-        process.terminate()
-        process.wait(10)
+    for process in processes:
+        process.send_signal(signal.SIGINT)  # FerretDB stops; PostgreSQL's fast shutdown
+        process.wait(30)
+    if processes:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class SidecarMock:

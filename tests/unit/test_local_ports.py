@@ -21,5 +21,5 @@ def test_the_stack_knows_every_port_of_the_run_file():
         for key in ("appPort", "daprHTTPPort", "daprGRPCPort", "daprInternalGRPCPort", "metricsPort")
     ]
     assert len(set(listeners)) == len(listeners), "two listeners share a port"
-    assert sorted(listeners) == sorted(set(stack.ALL_PORTS) - {stack.KAFKA_PORT, stack.KAFKA_CONTROLLER_PORT, stack.DB_PORT})
+    assert sorted(listeners) == sorted(set(stack.ALL_PORTS) - {stack.KAFKA_PORT, stack.KAFKA_CONTROLLER_PORT, stack.DB_PORT, stack.PG_PORT})
     assert not [port for port in stack.ALL_PORTS if port in EPHEMERAL]

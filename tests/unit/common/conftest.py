@@ -2,7 +2,7 @@ import pytest
 from beanie import Document
 
 from functions.common import db
-from functions.common.consumers import ProcessedEvent
+from functions.common.consumers import InboxPruning, ProcessedEvent
 from functions.common.outbox import AuditEvent, HasOutbox
 
 
@@ -19,6 +19,6 @@ class Parcel(Document, HasOutbox):
 @pytest.fixture
 async def database():
     """Beanie on the test database with the common collections and `Parcel`, for one test."""
-    await db.init_db("common", [Parcel, AuditEvent, ProcessedEvent])
+    await db.init_db("common", [Parcel, AuditEvent, ProcessedEvent, InboxPruning])
     yield
     await db.close_db()

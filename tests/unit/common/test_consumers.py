@@ -15,6 +15,7 @@ from functions.common.consumers import (
     Subscriptions,
     dead_letter_topic,
     deliver,
+    InboxPruning,
     forget_old_events,
 )
 from functions.common.contracts import OrderCancelled, StockReserved
@@ -126,11 +127,21 @@ async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_da
 async def test_the_inbox_forgets_events_older_than_its_retention(database):
     retention = timedelta(hours=get_settings().inbox_retention_hours)
     tag = uuid.uuid4().hex
-    old = ProcessedEvent(id=f"h:old-{tag}", topic="stock_reserved", processedAt=now() - retention - timedelta(minutes=1))
+    # Pruned by whole hours: older than the retention and its hour, gone; within it, kept.
+    old = ProcessedEvent(id=f"h:old-{tag}", topic="stock_reserved", processedAt=now() - retention - timedelta(hours=1))
+    older = ProcessedEvent(id=f"h:older-{tag}", topic="stock_reserved", processedAt=now() - retention - timedelta(days=1))
     recent = ProcessedEvent(id=f"h:recent-{tag}", topic="stock_reserved", processedAt=now() - retention + timedelta(minutes=1))
-    await old.insert()
-    await recent.insert()
+    for record in (old, older, recent):
+        await record.insert()
+    await InboxPruning.get_pymongo_collection().delete_many({})  # a first run: it looks back two days
 
-    assert await forget_old_events() >= 1
+    assert await forget_old_events() >= 2
     assert await ProcessedEvent.get(old.id) is None
+    assert await ProcessedEvent.get(older.id) is None
+    assert await ProcessedEvent.get(recent.id) is not None
+
+    # The next run starts where this one stopped: nothing of the last run's hours again.
+    again = ProcessedEvent(id=f"h:again-{tag}", topic="stock_reserved", processedAt=now() - retention - timedelta(hours=1))
+    await again.insert()
+    assert await forget_old_events() == 0  # its hour was pruned already; the index was not asked twice
     assert await ProcessedEvent.get(recent.id) is not None

@@ -56,7 +56,7 @@ async def test_an_atomic_update_can_stage_its_event_too(database, dapr):
     await parcel.insert()
     pending = PendingEvent.of(StockReserved(orderId="o1"), source="products", key="o1")
     result = await Parcel.get_pymongo_collection().update_one(
-        {"_id": parcel.id, "weight": 0}, {"$inc": {"weight": 5}, "$push": outbox.push(pending)}
+        {"_id": parcel.id, "weight": 0}, outbox.with_event({"$inc": {"weight": 5}}, pending)
     )
     assert result.modified_count == 1
     await outbox.flush(Parcel, parcel.id)
@@ -64,7 +64,7 @@ async def test_an_atomic_update_can_stage_its_event_too(database, dapr):
     published = [(e["topic"], e["id"], e["data"]) for e in dapr.published]
     assert published == [("stock_reserved", pending.id, {"orderId": "o1"})]
     stored = await Parcel.get(parcel.id)
-    assert stored.weight == 5 and stored.outbox == []
+    assert stored.weight == 5 and stored.outbox == [] and not stored.outboxPending
 
 
 async def test_with_the_sidecar_down_the_change_stays_and_the_sweep_publishes_it_later(database):
@@ -100,7 +100,9 @@ async def test_a_republish_after_a_crash_keeps_one_audit_record(database, dapr):
     raw = await Parcel.get_pymongo_collection().find_one({"_id": parcel.id}, {"outbox": 1})
     # Published and audited, then the process died before pulling the event off the document.
     await outbox.relay(Parcel, parcel.id)
-    await Parcel.get_pymongo_collection().update_one({"_id": parcel.id}, {"$set": {"outbox": raw["outbox"]}})
+    await Parcel.get_pymongo_collection().update_one(
+        {"_id": parcel.id}, {"$set": {"outbox": raw["outbox"], "outboxPending": True}}
+    )
 
     await OutboxRelay([Parcel], sweep_seconds=3600).sweep()
 
@@ -141,7 +143,7 @@ async def test_concurrent_changes_and_relays_of_one_document_lose_nothing(databa
         pending = PendingEvent.of(StockReserved(orderId=f"o{weight}"), source="unit", key=str(parcel.id))
         async with outbox.write_lock(Parcel, parcel.id):
             await Parcel.get_pymongo_collection().update_one(
-                {"_id": parcel.id}, {"$inc": {"weight": weight}, "$push": outbox.push(pending)}
+                {"_id": parcel.id}, outbox.with_event({"$inc": {"weight": weight}}, pending)
             )
         await outbox.flush(Parcel, parcel.id)
         return pending.id
@@ -155,7 +157,22 @@ async def test_concurrent_changes_and_relays_of_one_document_lose_nothing(databa
 
 
 async def test_the_sweep_query_has_an_index_on_every_document_with_an_outbox(database):
-    """Without it MongoDB would scan every document of the collection on every sweep."""
+    """Without it the database would scan every document of the collection on every sweep."""
     parcels = await Parcel.get_pymongo_collection().index_information()
-    assert parcels["outbox_time"]["key"] == [("outbox.time", 1)]
-    assert "outbox_time" not in await AuditEvent.get_pymongo_collection().index_information()
+    assert parcels["outbox_pending"]["key"] == [("outboxPending", 1)]
+    assert "outbox_pending" not in await AuditEvent.get_pymongo_collection().index_information()
+
+
+async def test_a_staged_event_that_no_flush_relays_is_published_by_the_sweep(database, dapr):
+    """A crash right after the write: nothing flushed, the flag alone leads the sweep to it."""
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    await parcel.insert()
+    pending = PendingEvent.of(StockReserved(orderId="o-crash"), source="unit", key="o-crash")
+    await Parcel.get_pymongo_collection().update_one({"_id": parcel.id}, outbox.with_event({"$set": {"weight": 1}}, pending))
+    assert (await Parcel.get(parcel.id)).outboxPending
+
+    assert await OutboxRelay([Parcel], sweep_seconds=3600).sweep() >= 1
+
+    assert pending.id in [e["id"] for e in dapr.published]
+    stored = await Parcel.get(parcel.id)
+    assert stored.outbox == [] and not stored.outboxPending
