@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -264,6 +265,47 @@ def stop(name: str, grace: float = 15.0, sig: int = signal.SIGTERM) -> None:
     path.unlink(missing_ok=True)
 
 
+def command_lines() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process on the machine, from /proc."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                words = [w.decode(errors="replace") for w in (proc / "cmdline").read_bytes().split(b"\0") if w]
+            except OSError:
+                continue
+            if words:
+                found.append((int(proc.name), words))
+    return found
+
+
+def bare_daprd_cmd(app_id: str, http_port: int, *, resources: Path, config: Path, app_port: int | None = None) -> list[str]:
+    """A daprd of its own, without the CLI (tests, the benchmark's floor), every listener on
+    loopback: HTTP on `http_port`, gRPC, internal gRPC and metrics on `http_port` + 10, 20, 30.
+    Run it with DAPR_HOST_IP=127.0.0.1 in its environment."""
+    return [
+        str(DAPRD), "--app-id", app_id, "--mode", "standalone", "--app-protocol", "http",
+        "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(http_port + 10),
+        "--dapr-internal-grpc-port", str(http_port + 20), "--metrics-port", str(http_port + 30),
+        "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
+        "--metrics-listen-address", "127.0.0.1", "--resources-path", str(resources), "--config", str(config),
+        "--placement-host-address", "", *(["--app-port", str(app_port)] if app_port else []),
+    ]
+
+
+def terminate(processes: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM each, then SIGKILL whatever has not exited after `grace` seconds."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 # --- the parts ---------------------------------------------------------------------------------
 def java() -> str:
     home = os.environ.get("JAVA_HOME")
@@ -423,13 +465,159 @@ def functions_ready() -> dict[str, bool]:
     }
 
 
+# --- the functions: one `dapr run` each, kept running by a supervisor -----------------------------
+# Each function runs as its users run it: `dapr run --app-id <name> ... -- uvicorn ...` (the same
+# settings as dapr/dapr.yaml, the multi-app run file; tests/unit/test_local_ports.py holds the two
+# together). The CLI exits when its app or its daprd exits, whatever the cause; the supervisor
+# (`stack.py supervise`, started by `up`) then starts that function again, with backoff, and
+# restarts one that stops answering. Every restart is logged in .dapr/logs/supervisor.log and
+# counted by `status`.
+SUPERVISOR_STATE = STATE / "supervisor.json"
+# A function whose sidecar or app has not answered for this long is restarted (a hung process,
+# a paused one); the first start gets the longer grace (daprd waits for Kafka, the app seeds).
+UNHEALTHY_RESTART_SECONDS = 30.0
+START_GRACE_SECONDS = 90.0
+MAX_BACKOFF_SECONDS = 10.0
+
+
+def dapr_run_cmd(name: str) -> list[str]:
+    """The function beside its sidecar, as one `dapr run` (the flags dapr/dapr.yaml sets)."""
+    i, port = list(FUNCTIONS).index(name), FUNCTIONS[name]
+    return [
+        str(DAPR_CLI), "run", "--app-id", name, "--app-port", str(port), "--app-protocol", "http",
+        "--dapr-http-port", str(SIDECAR_HTTP[name]), "--dapr-grpc-port", str(3601 + i),
+        "--dapr-internal-grpc-port", str(3701 + i), "--metrics-port", str(9191 + i),
+        "--dapr-listen-addresses", "127.0.0.1",
+        "--resources-path", str(ROOT / "components"), "--resources-path", str(ROOT / "dapr"),
+        "--config", str(ROOT / "dapr" / "config.yaml"),
+        "--enable-app-health-check", "--app-health-check-path", "/healthz", "--log-level", "info",
+        "--placement-host-address", "", "--scheduler-host-address", "",
+        "--", "python", "-m", "uvicorn", f"functions.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
+    ]
+
+
+def function_ready(name: str) -> bool:
+    return http_ok(f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/healthz") and http_ok(
+        f"http://127.0.0.1:{FUNCTIONS[name]}/readyz"
+    )
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Supervisor:
+    """Starts every function's `dapr run` and starts again any that exits or stops answering."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.unhealthy_since: dict[str, float | None] = dict.fromkeys(FUNCTIONS)
+        self.backoff = dict.fromkeys(FUNCTIONS, 1.0)
+        self.next_start = dict.fromkeys(FUNCTIONS, 0.0)
+        self.restarts = dict.fromkeys(FUNCTIONS, 0)
+        self.last_event: dict[str, str] = {}
+        self.stopping = False
+
+    def log(self, name: str, message: str) -> None:
+        self.last_event[name] = f"{time.strftime('%H:%M:%S')} {message}"
+        say(f"{name}: {message}")
+
+    def start(self, name: str) -> None:
+        pid = spawn(f"fn-{name}", dapr_run_cmd(name), env=dapr_env())
+        self.processes[name] = _Child(pid)
+        self.started_at[name] = time.monotonic()
+        self.unhealthy_since[name] = None
+
+    def check(self, name: str) -> None:
+        now = time.monotonic()
+        child = self.processes.get(name)
+        if child is None:
+            if now >= self.next_start[name]:
+                self.start(name)
+            return
+        code = child.poll()
+        if code is not None:
+            kill_group(child.pid)  # an app or daprd the CLI left behind
+            del self.processes[name]
+            self.restarts[name] += 1
+            self.next_start[name] = now + self.backoff[name]
+            self.log(name, f"dapr run exited (code {code}); restart #{self.restarts[name]} in {self.backoff[name]:.0f}s")
+            self.backoff[name] = min(self.backoff[name] * 2, MAX_BACKOFF_SECONDS)
+            return
+        if function_ready(name):
+            if self.unhealthy_since[name] is not None or now - self.started_at[name] > START_GRACE_SECONDS:
+                self.backoff[name] = 1.0  # healthy again: the next failure restarts at once
+            self.unhealthy_since[name] = None
+            return
+        since = self.unhealthy_since[name] = self.unhealthy_since[name] or now
+        grace = START_GRACE_SECONDS if now - self.started_at[name] < START_GRACE_SECONDS else UNHEALTHY_RESTART_SECONDS
+        if now - since > grace:
+            self.log(name, f"not answering for {now - since:.0f}s; stopping it to start it again")
+            kill_group(child.pid)
+
+    def save(self) -> None:
+        state = {name: {"pid": self.processes[name].pid if name in self.processes else None,
+                        "restarts": self.restarts[name], "last": self.last_event.get(name, "")} for name in FUNCTIONS}
+        SUPERVISOR_STATE.write_text(json.dumps(state, indent=1))
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        say(f"supervising {', '.join(FUNCTIONS)} (pid {os.getpid()})")
+        while not self.stopping:
+            for name in FUNCTIONS:
+                self.check(name)
+            self.save()
+            time.sleep(1.0)
+        for child in self.processes.values():
+            kill_group(child.pid, signal.SIGTERM)  # the CLI stops its app and daprd
+        deadline = time.monotonic() + 15
+        while any(c.poll() is None for c in self.processes.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for name, child in self.processes.items():
+            kill_group(child.pid)
+            pid_file(f"fn-{name}").unlink(missing_ok=True)
+        say("supervisor stopped every function")
+
+
+class _Child:
+    """A process `spawn` started (in its own session): poll() like Popen's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None if alive(self.pid) else -1
+        return os.waitstatus_to_exitcode(status) if done == self.pid else None
+
+
 def start_functions(timeout: float) -> None:
     if all(functions_ready().values()):
         say("every function and sidecar already answers")
         return
-    with step("functions: dapr run -f dapr/dapr.yaml (5 apps + 5 sidecars)"):
-        spawn("dapr-run", [str(DAPR_CLI), "run", "-f", str(RUN_FILE)], env=dapr_env())
+    with step("functions: one `dapr run` per function, under the supervisor (5 apps + 5 sidecars)"):
+        if not (pid_file("supervisor").exists() and alive(int(pid_file("supervisor").read_text()))):
+            spawn("supervisor", [sys.executable, str(Path(__file__).resolve()), "supervise"], env=dapr_env())
         wait_until("functions and sidecars", lambda: all(functions_ready().values()), timeout)
+
+
+def restart(name: str, timeout: float = 90) -> None:
+    """Stop one function and its sidecar; the supervisor starts them again, the rest runs on."""
+    if name not in FUNCTIONS:
+        raise SystemExit(f"no function {name!r}: one of {', '.join(FUNCTIONS)}")
+    with step(f"{name}: stop its dapr run; the supervisor starts it again"):
+        path = pid_file(f"fn-{name}")
+        if path.exists():
+            kill_group(int(path.read_text()), signal.SIGTERM)
+        wait_until(f"{name} to stop", lambda: not function_ready(name), timeout=30)
+        wait_until(f"{name} to answer again", lambda: function_ready(name), timeout)
 
 
 def up(timeout: float = 180) -> None:
@@ -452,7 +640,8 @@ ALL_PORTS = [KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, PG_PORT, *FUNCTIONS.val
 
 def down() -> None:
     started = time.monotonic()
-    for name in ("dapr-run", "ferretdb", "kafka"):
+    stop("supervisor", grace=25)
+    for name in [f"fn-{n}" for n in FUNCTIONS] + ["dapr-run", "ferretdb", "kafka"]:
         stop(name)
     stop("postgres", sig=signal.SIGINT)  # PostgreSQL's fast shutdown: clients are gone by now
     busy = [p for p in ALL_PORTS if port_open(p)]
@@ -477,12 +666,15 @@ def reset() -> None:
 
 
 def status() -> None:
-    for name in ("kafka", "postgres", "ferretdb", "dapr-run"):
+    for name in ("kafka", "postgres", "ferretdb", "supervisor"):
         path = pid_file(name)
         pid = int(path.read_text()) if path.exists() else None
-        say(f"{name:<10} {'running pid ' + str(pid) if pid and alive(pid) else 'stopped'}")
+        say(f"{name:<14} {'running pid ' + str(pid) if pid and alive(pid) else 'STOPPED'}")
+    supervised = json.loads(SUPERVISOR_STATE.read_text()) if SUPERVISOR_STATE.exists() else {}
     for name, ready in functions_ready().items():
-        say(f"{name:<14} {'ready' if ready else 'not ready'}")
+        info = supervised.get(name, {})
+        restarts = f", restarted {info['restarts']}x, last: {info['last']}" if info.get("restarts") else ""
+        say(f"{name:<14} {'ready' if ready else 'NOT READY'}{restarts}")
 
 
 def log_files() -> list[Path]:
@@ -504,6 +696,8 @@ def main() -> None:
     sub.add_parser("up").add_argument("--timeout", type=float, default=180)
     sub.add_parser("down")
     sub.add_parser("reset")
+    sub.add_parser("supervise")
+    sub.add_parser("restart").add_argument("name", choices=list(FUNCTIONS))
     sub.add_parser("status")
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("name", nargs="?")
@@ -517,6 +711,10 @@ def main() -> None:
         down()
     elif args.command == "reset":
         reset()
+    elif args.command == "supervise":
+        Supervisor().run()
+    elif args.command == "restart":
+        restart(args.name)
     elif args.command == "status":
         status()
     else:

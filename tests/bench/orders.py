@@ -130,28 +130,20 @@ def violations(customers: list[Customer], client: MongoClient) -> dict[str, int]
 def stack_processes() -> dict[int, str]:
     """pid -> group name for every process of the stack (PostgreSQL: the server and its backends)."""
     found: dict[int, str] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            words = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-        except OSError:
-            continue
-        if not words:
-            continue
+    for pid, words in stack.command_lines():
         line, program = " ".join(words), Path(words[0]).name
         if "kafka.Kafka" in words:
-            found[int(proc.name)] = "kafka (JVM)"
+            found[pid] = "kafka (JVM)"
         elif program == "ferretdb":
-            found[int(proc.name)] = "ferretdb"
+            found[pid] = "ferretdb"
         elif program == "postgres" or line.startswith("postgres: "):
-            found[int(proc.name)] = "postgresql"
+            found[pid] = "postgresql"
         elif program == "daprd" and "--app-id" in words:
-            found[int(proc.name)] = f"daprd {words[words.index('--app-id') + 1]}"
+            found[pid] = f"daprd {words[words.index('--app-id') + 1]}"
         else:
             for name in stack.FUNCTIONS:
                 if f"functions.{name}.app:app" in line and "uvicorn" in line:
-                    found[int(proc.name)] = f"app {name}"
+                    found[pid] = f"app {name}"
     return found
 
 

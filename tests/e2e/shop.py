@@ -4,6 +4,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -95,3 +96,13 @@ def kafka_events(topic: str, match: Callable[[dict], bool], timeout: float = 30)
         return matched
     finally:
         consumer.close()
+
+
+def process_of(function: str, part: str) -> int:
+    """The pid of a function's running `daprd` or `app` (its uvicorn)."""
+    for pid, words in stack.command_lines():
+        if part == "daprd" and Path(words[0]).name == "daprd" and words[words.index("--app-id") + 1 :][:1] == [function]:
+            return pid
+        if part == "app" and "uvicorn" in words and f"functions.{function}.app:app" in words:
+            return pid
+    raise LookupError(f"no running {part} of {function}")

@@ -53,26 +53,13 @@ def sidecars(config: Path, folder: Path) -> Iterator[list[subprocess.Popen]]:
     try:
         for i, app_id in enumerate(("caller", "callee")):
             log = open(folder / f"{app_id}.log", "wb")  # noqa: SIM115 - closed with the process
-            processes.append(subprocess.Popen(
-                [str(stack.DAPRD), "--app-id", app_id, "--mode", "standalone",
-                 "--dapr-http-port", str(BASE_PORT + i), "--dapr-grpc-port", str(BASE_PORT + 10 + i),
-                 "--dapr-internal-grpc-port", str(BASE_PORT + 20 + i), "--metrics-port", str(BASE_PORT + 30 + i),
-                 "--dapr-listen-addresses", "127.0.0.1", "--dapr-internal-grpc-listen-address", "127.0.0.1",
-                 "--metrics-listen-address", "127.0.0.1", "--resources-path", str(resources),
-                 "--config", str(config), "--placement-host-address", "",
-                 *(["--app-port", str(app_port)] if app_id == "callee" else [])],
-                env={"DAPR_HOST_IP": "127.0.0.1", "PATH": "/usr/bin:/bin"}, stdout=log, stderr=subprocess.STDOUT,
-            ))
+            cmd = stack.bare_daprd_cmd(app_id, BASE_PORT + i, resources=resources, config=config,
+                                       app_port=app_port if app_id == "callee" else None)
+            processes.append(subprocess.Popen(cmd, env={"DAPR_HOST_IP": "127.0.0.1", "PATH": "/usr/bin:/bin"},
+                                              stdout=log, stderr=subprocess.STDOUT))
         yield processes[1:]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stack.terminate(processes)
 
 
 def invoke_callee() -> int | None:

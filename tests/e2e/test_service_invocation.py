@@ -47,7 +47,7 @@ def _served(path: str) -> int:
     """How many times products' app answered `path` (uvicorn's access log)."""
     return sum(
         1
-        for log in stack.LOGS.glob("products_app*.log")
+        for log in stack.LOGS.glob("*products*.log")
         for line in log.read_text(errors="replace").splitlines()
         if f"GET {path} " in line
     )

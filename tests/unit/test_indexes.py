@@ -15,8 +15,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from bson import ObjectId
 from beanie import init_beanie
+from bson import ObjectId
 from pymongo import AsyncMongoClient, MongoClient
 
 from functions.cart.models import Cart

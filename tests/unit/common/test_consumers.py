@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from functions.common.clock import now
 from functions.common.consumers import (
     EventContext,
+    InboxPruning,
     PermanentError,
     ProcessedEvent,
     Subscriptions,
     dead_letter_topic,
     deliver,
-    InboxPruning,
     forget_old_events,
 )
 from functions.common.contracts import OrderCancelled, StockReserved
