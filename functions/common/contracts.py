@@ -166,14 +166,16 @@ class InvoiceProcessing(IntegrationEvent, OrderAmounts):
 
 
 class EmailRequested(IntegrationEvent):
-    """An e-mail for notifications to send: the invoice e-mail, or one an admin wrote."""
+    """An e-mail an admin wrote (POST /api/facture), for notifications to send as it is. (The
+    invoice e-mail is rendered by notifications from invoice_processing.)"""
 
     topic = "email_notification"
-    # Not EmailStr (see CartItemRemoved): an invoice goes to the orderer's token e-mail, which
-    # may be the configured admin's; POST /api/facture validates the addresses it accepts.
+    # Not EmailStr (see CartItemRemoved); POST /api/facture validates the addresses it accepts.
     to: str
     subject: str
     content: str
+    # v1 also carried invoice e-mails ("invoice", with orderId and invoiceNumber); they are sent as
+    # plain messages if one still arrives.
     template: Literal["invoice", "message"] = "message"
     orderId: str | None = None
     invoiceNumber: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 from beanie import Document
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from functions.common import sidecar
 from functions.common.clock import now
@@ -142,39 +142,57 @@ async def relay(model: type[Document], doc_id: Any) -> int:
 
     One relay per document at a time in this process (the request's flush and the sweep may meet),
     and the outbox is read under that lock, so an event is not published twice by this process.
+    Three database round trips whatever the number of events: the read, the audit records in one
+    insert, and one update taking them off.
     """
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
         collection = model.get_pymongo_collection()
-        raw = await collection.find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1})
-        pending_events = list((raw or {}).get("outbox") or [])
-        for stored in pending_events:
-            pending = PendingEvent.model_validate(stored)
-            await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
-            audit = AuditEvent(
-                id=pending.id,
-                topic=pending.topic,
-                type=pending.type,
-                source=pending.source,
-                key=pending.key,
-                time=pending.time,
-                publishedAt=now(),
-                data=pending.data,
+        raw = await collection.find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
+        stored_events = list(raw.get("outbox") or [])
+        published: list[dict[str, Any]] = []
+        try:
+            for stored in stored_events:
+                pending = PendingEvent.model_validate(stored)
+                await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
+                published.append(stored)
+        finally:
+            if published:
+                await _audit([PendingEvent.model_validate(stored) for stored in published])
+            if published or raw.get("outboxPending"):
+                await _take_off(model, doc_id, published, everything=len(published) == len(stored_events))
+        return len(published)
+
+
+async def _audit(published: list[PendingEvent]) -> None:
+    """One `events` record per event; a re-publish (after a crash, or by another replica) keeps
+    the first record."""
+    at = now()
+    records = [
+        {"_id": p.id, "topic": p.topic, "type": p.type, "source": p.source, "key": p.key, "time": p.time,
+         "publishedAt": at, "data": p.data}
+        for p in published
+    ]
+    try:
+        await AuditEvent.get_pymongo_collection().insert_many(records, ordered=False)
+    except BulkWriteError as exc:
+        if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+            raise
+
+
+async def _take_off(model: type[Document], doc_id: Any, published: list[dict[str, Any]], *, everything: bool) -> None:
+    collection = model.get_pymongo_collection()
+    async with write_lock(model, doc_id):
+        if everything:
+            # Empty the outbox only if it still holds exactly what was published: an event staged
+            # meanwhile (another write, another replica) keeps it, and the flag, for its own relay.
+            emptied = await collection.update_one(
+                {"_id": doc_id, "outbox": published}, {"$set": {"outbox": [], "outboxPending": False}}
             )
-            # Upsert: a re-publish after a crash (or by another replica) keeps the first record.
-            try:
-                await AuditEvent.find_one(AuditEvent.id == pending.id).upsert(
-                    {"$set": {"publishedAt": audit.publishedAt}}, on_insert=audit
-                )
-            except DuplicateKeyError:
-                pass
-            # Pull the entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
-            async with write_lock(model, doc_id):
-                await collection.update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
-        if (raw or {}).get("outboxPending"):
-            # Only if nothing was staged meanwhile: that write set the flag with its event.
-            async with write_lock(model, doc_id):
-                await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$set": {"outboxPending": False}})
-        return len(pending_events)
+            if emptied.matched_count:
+                return
+        # Pull each entry exactly as stored: FerretDB's $pull matches whole values, not conditions.
+        for stored in published:
+            await collection.update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
 
 
 async def flush(model: type[Document], doc_id: Any) -> None:

@@ -40,7 +40,7 @@ async def send_once(
     template: Template,
     variables: dict[str, object],
     mailer: Mailer | None = None,
-) -> Email:
+) -> None:
     """Store and send the e-mail this event asks for, unless that was done already."""
     created = stored_now()
     email = Email(
@@ -51,28 +51,31 @@ async def send_once(
         eventId=context.id,
         topic=context.topic,
         createdAt=created,
-        leaseUntil=created,
+        # Inserted already claimed by this delivery: the first delivery of an event (nearly every
+        # one) needs no separate claim.
+        attempts=1,
+        leaseUntil=created + LEASE,
     )
+    emails = Email.get_pymongo_collection()
     try:
         await email.insert()
+        claimed = {"_id": email.id, "to": email.to, "subject": email.subject, "html": email.html}
     except DuplicateKeyError:
-        pass  # a redelivery: the e-mail exists; the claim below decides whether to send it
-
-    emails = Email.get_pymongo_collection()
-    claimed_at = now()
-    # FerretDB does not isolate a find-and-modify from a concurrent one; the lock (keyed by the
-    # event) makes the claim exclusive in this process, the lease across replicas on MongoDB.
-    async with outbox.write_lock(Email, context.id):
-        claimed = await emails.find_one_and_update(
-            {"eventId": context.id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
-            {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-    if claimed is None:
-        stored = await Email.find_one(Email.eventId == context.id)
-        if stored is not None and stored.status != "pending":
-            return stored  # already handled: a redelivery sends nothing
-        raise EmailBusy(f"e-mail for event {context.id} is being sent by another delivery")
+        # A redelivery: the e-mail exists; claim it, unless it is final or another delivery holds it.
+        claimed_at = now()
+        # FerretDB does not isolate a find-and-modify from a concurrent one; the lock (keyed by the
+        # event) makes the claim exclusive in this process, the lease across replicas on MongoDB.
+        async with outbox.write_lock(Email, context.id):
+            claimed = await emails.find_one_and_update(
+                {"eventId": context.id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
+                {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if claimed is None:
+            stored = await Email.find_one(Email.eventId == context.id)
+            if stored is not None and stored.status != "pending":
+                return  # already handled: a redelivery sends nothing
+            raise EmailBusy(f"e-mail for event {context.id} is being sent by another delivery")
 
     outgoing = OutgoingEmail(to=claimed["to"], subject=claimed["subject"], html=claimed["html"], event_id=context.id)
     try:
@@ -95,4 +98,3 @@ async def send_once(
             }
         },
     )
-    return await Email.get(claimed["_id"])

@@ -1,7 +1,13 @@
 """One handler per topic; each renders its template and sends through `send_once`."""
 
 from functions.common.consumers import EventContext, Subscriptions
-from functions.common.contracts import CartItemRemoved, EmailRequested, UserRegistered
+from functions.common.contracts import (
+    CartItemRemoved,
+    EmailRequested,
+    InvoiceProcessing,
+    UserRegistered,
+)
+from functions.common.money import money_text
 from functions.notifications import APP_ID
 from functions.notifications.sending import send_once
 
@@ -30,17 +36,32 @@ async def send_cart_removal_email(event: CartItemRemoved, context: EventContext)
     )
 
 
-@subscriptions.handler(EmailRequested)
-async def send_requested_email(event: EmailRequested, context: EventContext) -> None:
+@subscriptions.handler(InvoiceProcessing)
+async def send_invoice_email(event: InvoiceProcessing, context: EventContext) -> None:
+    """The invoice is issued: e-mail it, rendered here from its lines and amounts."""
     await send_once(
         context,
-        to=event.to,
-        subject=event.subject,
-        template=event.template,
+        to=event.email,
+        subject=f"Factura de tu pedido #{event.orderId}",  # exactly the original shop's subject
+        template="invoice",
         variables={
-            "to": event.to,
-            "content": event.content,
+            "to": event.email,
             "orderId": event.orderId,
             "invoiceNumber": event.invoiceNumber,
+            "lines": [
+                {"name": line.name, "quantity": line.quantity, "unitPrice": money_text(line.unitPriceCents),
+                 "lineTotal": money_text(line.unitPriceCents * line.quantity)}
+                for line in event.lines
+            ],
+            "subtotal": money_text(event.subtotalCents),
+            "taxPercent": f"{event.taxRate * 100:g}",
+            "tax": money_text(event.taxCents),
+            "total": money_text(event.totalCents),
         },
     )
+
+
+@subscriptions.handler(EmailRequested)
+async def send_requested_email(event: EmailRequested, context: EventContext) -> None:
+    """An e-mail an admin wrote (POST /api/facture): its text as it came."""
+    await send_once(context, to=event.to, subject=event.subject, template="message", variables={"content": event.content})

@@ -1,6 +1,13 @@
 from functions.common.web import create_app
 from functions.payments import APP_ID
-from functions.payments.models import InvoiceNumber, InvoiceSequence, MailRequest, Order, Payment, SimulatedCharge
+from functions.payments.models import (
+    InvoiceNumber,
+    InvoiceSequence,
+    MailRequest,
+    Order,
+    Payment,
+    SimulatedCharge,
+)
 from functions.payments.routes import router
 from functions.payments.subscriptions import subscriptions
 
@@ -12,8 +19,8 @@ app = create_app(
         "or payment_failed), card payments through a replaceable processor, and invoices with "
         "gap-free sequential numbers. Publishes `order_created`, `cart_checkout`, "
         "`payment_processed`, `payment_failed`, `order_cancelled`, `invoice_processing`, "
-        "`email_notification`; consumes `stock_reserved`, `stock_rejected`, `payment_processed`, "
-        "`invoice_processing`."
+        "`email_notification` (POST /api/facture); consumes `stock_reserved`, `stock_rejected`, "
+        "`payment_processed`."
     ),
     models=[Order, Payment, InvoiceNumber, InvoiceSequence, SimulatedCharge, MailRequest],
     routers=[router],

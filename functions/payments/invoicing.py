@@ -1,4 +1,4 @@
-"""Invoices: gap-free sequential numbers, the invoice itself and its e-mail.
+"""Invoices: gap-free sequential numbers and the invoice itself (notifications renders its e-mail).
 
 Numbers come from a ledger (`InvoiceNumber`), not a counter document. A number is issued by
 inserting its ledger record, `INV-<year>-<seq>` with seq = the year's lowest free number, under two
@@ -27,7 +27,6 @@ from datetime import datetime
 from pymongo.errors import DuplicateKeyError
 
 from functions.common.locks import KeyedLocks
-from functions.common.money import money_text
 from functions.payments.models import Invoice, InvoiceNumber, InvoiceSequence, Order
 
 log = logging.getLogger(__name__)
@@ -81,29 +80,4 @@ def build_invoice(order: Order, number: str, issued_at: datetime) -> Invoice:
         issuedAt=issued_at,
         lines=order.lines,
         **order.amounts(),
-    )
-
-
-def invoice_subject(order_id: str) -> str:
-    return f"Factura de tu pedido #{order_id}"  # exactly the original shop's subject
-
-
-def invoice_content(order_id: str, invoice: Invoice) -> str:
-    """The invoice e-mail's text (Spanish, as the original), ending with its "Total: $<total>"."""
-    rows = [
-        f"{line.quantity} x {line.name} (${money_text(line.unitPriceCents)}): ${money_text(line.line_total_cents)}"
-        for line in invoice.lines
-    ]
-    percent = f"{invoice.taxRate * 100:g}"
-    return "\n".join(
-        [
-            f"Factura {invoice.number}",
-            f"Pedido #{order_id}",
-            "",
-            *rows,
-            "",
-            f"Subtotal: ${money_text(invoice.subtotalCents)}",
-            f"Impuestos ({percent}%): ${money_text(invoice.taxCents)}",
-            f"Total: ${money_text(invoice.totalCents)}",
-        ]
     )

@@ -53,8 +53,6 @@ class Order(Document, HasOutbox, OrderAmounts):
     failureReason: str | None = None
     invoiceNumber: str | None = None
     invoice: Invoice | None = None
-    # The email_notification event staged for the invoice: set once, so the e-mail is sent once.
-    invoiceEmailEventId: str | None = None
     createdAt: datetime = Field(default_factory=now)
     updatedAt: datetime = Field(default_factory=now)
 

@@ -2,11 +2,9 @@
 
 import logging
 
-from functions.common import outbox
 from functions.common.clock import now
-from functions.common.consumers import EventContext, PermanentError, Subscriptions
+from functions.common.consumers import EventContext, Subscriptions
 from functions.common.contracts import (
-    EmailRequested,
     InvoiceProcessing,
     OrderCancelled,
     PaymentFailed,
@@ -14,18 +12,17 @@ from functions.common.contracts import (
     StockRejected,
     StockReserved,
 )
-from functions.common.outbox import write_lock
 from functions.common.settings import get_settings
 from functions.payments import APP_ID
-from functions.payments.invoicing import (
-    allocate_invoice_number,
-    build_invoice,
-    invoice_content,
-    invoice_subject,
-)
+from functions.payments.invoicing import allocate_invoice_number, build_invoice
 from functions.payments.models import Order
 from functions.payments.processor import TransientPaymentError
-from functions.payments.saga import charge_once, count_failed_charge, load_order, stage, transition
+from functions.payments.saga import (
+    charge_once,
+    count_failed_charge,
+    load_order,
+    transition,
+)
 
 log = logging.getLogger(__name__)
 subscriptions = Subscriptions(APP_ID)
@@ -132,33 +129,3 @@ async def invoice_paid_order(event: PaymentProcessed, context: EventContext) -> 
             )
         ],
     )
-
-
-@subscriptions.handler(InvoiceProcessing)
-async def mail_invoice(event: InvoiceProcessing, context: EventContext) -> None:
-    """The invoice is issued: ask notifications to e-mail it, once per order."""
-    order = await load_order(event.orderId)
-    if order.invoice is None or order.invoiceNumber != event.invoiceNumber:
-        raise PermanentError(f"order {order.id} has no invoice {event.invoiceNumber}")
-    if order.invoiceEmailEventId is not None:
-        log.info("invoice of order %s was already sent to be mailed", order.id)
-        return
-    order_id = str(order.id)
-    [pending] = stage(
-        EmailRequested(
-            to=order.email,
-            subject=invoice_subject(order_id),
-            content=invoice_content(order_id, order.invoice),
-            template="invoice",
-            orderId=order_id,
-            invoiceNumber=order.invoiceNumber,
-        ),
-        order_id=order_id,
-    )
-    async with write_lock(Order, order.id):
-        # Conditional on no invoice e-mail staged yet: two deliveries stage one e-mail.
-        await Order.get_pymongo_collection().update_one(
-            {"_id": order.id, "invoiceEmailEventId": None},
-            outbox.with_event({"$set": {"invoiceEmailEventId": pending.id, "updatedAt": now()}}, pending),
-        )
-    await outbox.flush(Order, order.id)

@@ -11,7 +11,13 @@ from functions.common.contracts import ProductCreated
 from functions.common.web import Envelope
 from functions.products import APP_ID
 from functions.products.models import Product
-from functions.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, cents
+from functions.products.schemas import (
+    ProductCreate,
+    ProductOut,
+    ProductPage,
+    ProductUpdate,
+    cents,
+)
 from functions.products.stock import parse_product_id, product_lock
 
 router = APIRouter(prefix="/api/products", tags=["products"])

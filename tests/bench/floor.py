@@ -1,12 +1,12 @@
 """The floor under the order saga: what Kafka alone costs, and what a chain of no-op Dapr hops
 costs, on this machine and the running stack's broker (127.0.0.1:9092, `./task up`).
 
-    python -m tests.bench.floor                          # 16 in flight, 200 measured, 5 hops
-    python -m tests.bench.floor --count 100 --hops 5 --json floor.json
+    python -m tests.bench.floor                          # 16 in flight, 200 measured, 4 hops
+    python -m tests.bench.floor --count 100 --hops 4 --json floor.json
 
 (a) raw Kafka: kafka-python produces a keyed message and a consumer group reads it back.
 (b) a pipeline shaped like the saga from order to invoice e-mail (order_created → stock_reserved
-    → payment_processed → invoice_processing → email_notification): `--hops` topics, each
+    → payment_processed → invoice_processing, 4 topics): `--hops` topics, each
     consumed by a tiny FastAPI app beside its own daprd, which republishes the event to the next
     topic through its sidecar; the last app reports the arrival to a collector in this process.
     The apps do nothing else, so whatever the saga takes beyond this is the shop's own work.
@@ -43,6 +43,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from tests.stack import stack
+
+# Topics from a placed order to its invoice e-mail: order_created, stock_reserved, payment_processed,
+# invoice_processing.
+SAGA_HOPS = 4
 
 BROKER = f"127.0.0.1:{stack.KAFKA_PORT}"
 PUBSUB = "pubsub"  # the component's name in components/pubsub.yaml
@@ -285,7 +289,7 @@ def pipeline(concurrency: int, count: int, hops: int) -> tuple[dict[str, float],
         return measure(send, arrivals, concurrency, count), healthy_s
 
 
-def run_floor(concurrency: int = 16, count: int = 200, hops: int = 5) -> dict:
+def run_floor(concurrency: int = 16, count: int = 200, hops: int = SAGA_HOPS) -> dict:
     """Both measurements on the running broker; the figures, as main() prints them."""
     if not 1 <= hops <= MAX_HOPS:
         raise ValueError(f"hops must be 1..{MAX_HOPS} (the port block holds {MAX_HOPS})")
@@ -312,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=16, help="chains in flight")
     parser.add_argument("--count", type=int, default=200, help="chains measured (after warm-up)")
-    parser.add_argument("--hops", type=int, default=5, help="topic hops through sidecars (the saga has 5)")
+    parser.add_argument("--hops", type=int, default=SAGA_HOPS, help=f"topic hops through sidecars (the saga has {SAGA_HOPS})")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so the finally blocks stop every process started here.

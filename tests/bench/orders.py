@@ -35,6 +35,7 @@ import httpx
 from bson import ObjectId
 from pymongo import MongoClient
 
+from tests.bench.floor import run_floor
 from tests.bench.preload import preload
 from tests.e2e.shop import admin_token, api, bearer
 from tests.stack import stack
@@ -272,9 +273,7 @@ def main() -> None:
                 phases.append(run_phase(target, args, product_ids, client))
                 earlier += args.orders
             if args.floor:
-                from tests.bench.floor import run_floor
-
-                floor = run_floor(concurrency=args.concurrency, count=args.orders, hops=5)
+                floor = run_floor(concurrency=args.concurrency, count=args.orders)
     finally:
         if started_here:
             stack.down()

@@ -38,7 +38,7 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
 
     def mail(topic: str, subject: str) -> dict:
         return {"_id": ObjectId(), "to": email, "subject": subject, "html": "<p>…</p>",
-                "template": "invoice" if topic == "email_notification" else "welcome", "status": "sent",
+                "template": "invoice" if topic == "invoice_processing" else "welcome", "status": "sent",
                 "providerMessageId": None, "eventId": f"evt_{topic}_{oid}", "topic": topic, "createdAt": at,
                 "sentAt": at, "error": None, "attempts": 1, "leaseUntil": at}
 
@@ -55,7 +55,7 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
             "history": history, "paymentToken": "tok_visa", "idempotencyKey": f"auto:{oid}",
             "paymentId": f"ch_{oid}", "transientChargeFailures": 0, "failureReason": None, "invoiceNumber": number,
             "invoice": {"number": number, "issuedAt": at, "lines": [line], **amounts},
-            "invoiceEmailEventId": f"evt_email_notification_{oid}", "createdAt": at, "updatedAt": at,
+            "createdAt": at, "updatedAt": at,
             "outbox": [], "outboxPending": False}),
         ("payments", "payments", {"_id": oid, "provider": "simulated", "chargeId": f"ch_{oid}", "status": "approved",
                                   "reason": None, "amountCents": 2380, "currency": "USD", "createdAt": at}),
@@ -73,8 +73,8 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
         ("products", "processed_events", inbox("order_created")),
         ("products", "events", audit("stock_reserved")),
         ("notifications", "emails", mail("welcome_flow", "Bienvenido")),
-        ("notifications", "emails", mail("email_notification", f"Factura de tu pedido #{oid}")),
-        ("notifications", "processed_events", inbox("email_notification")),
+        ("notifications", "emails", mail("invoice_processing", f"Factura de tu pedido #{oid}")),
+        ("notifications", "processed_events", inbox("invoice_processing")),
     ]
 
 

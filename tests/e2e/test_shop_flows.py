@@ -160,7 +160,10 @@ def test_paid_order_is_invoiced_and_mailed_and_takes_stock(customer: dict) -> No
 
     subject = f"Factura de tu pedido #{placed['orderId']}"
     [invoice_mail] = eventually(lambda: [m for m in emails(token) if m["subject"] == subject], "the invoice e-mail")
-    assert invoice_mail["to"] == customer["email"]
+    assert invoice_mail["to"] == customer["email"] and invoice_mail["topic"] == "invoice_processing"
+    # Rendered by notifications from the invoice's lines and amounts.
+    assert done["invoiceNumber"] in invoice_mail["html"] and product["name"] in invoice_mail["html"]
+    assert "Total: $" in invoice_mail["html"]
     # Checkout empties the cart without removal e-mails.
     assert not [m for m in emails(token) if m["topic"] == "cart_removals" and product["name"] in m["html"]]
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import timedelta
 
@@ -9,11 +10,12 @@ import httpx
 
 from functions.common.clock import now
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import CartItemRemoved, EmailRequested, UserRegistered
+from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, OrderLine, UserRegistered
 from functions.common.settings import get_settings
 from functions.notifications.models import Email
 from functions.notifications.subscriptions import (
     send_cart_removal_email,
+    send_invoice_email,
     send_requested_email,
     send_welcome_email,
 )
@@ -32,14 +34,26 @@ def welcome(to: str | None = None, name: str = "Lucía") -> UserRegistered:
     return UserRegistered(userId="u1", email=to or new_address(), name=name, lastName="Pérez")
 
 
-def invoice(to: str | None = None) -> EmailRequested:
-    return EmailRequested(
-        to=to or new_address(),
-        subject="Factura de tu pedido #ord_42",
-        content="Café Orgánico de Altura x2: $25.00\nTotal: $29.75",
-        template="invoice",
+def facture(to: str | None = None) -> EmailRequested:
+    """An e-mail an admin wrote (POST /api/facture)."""
+    return EmailRequested(to=to or new_address(), subject="Tu factura", content="Adjuntamos tu factura.\nTotal: $29.75")
+
+
+def invoice(to: str | None = None) -> InvoiceProcessing:
+    return InvoiceProcessing(
         orderId="ord_42",
         invoiceNumber="INV-2026-000042",
+        userId="u1",
+        email=to or new_address(),
+        lines=[
+            OrderLine(productId="p1", name="Café Orgánico de Altura", unitPriceCents=1250, quantity=2),
+            OrderLine(productId="p2", name="Jabón Artesanal <Lavanda>", unitPriceCents=675, quantity=1),
+        ],
+        subtotalCents=3175,
+        taxRate=0.19,
+        taxCents=603,
+        totalCents=3778,
+        currency="USD",
     )
 
 
@@ -71,21 +85,23 @@ async def test_cart_removal_email_names_the_removed_product(client):
     assert "<strong>Miel Pura de Abeja</strong>" in email.html and "2 unidades" in email.html
 
 
-async def test_invoice_email_shows_to_subject_content_date_and_year(client):
-    event, ctx = invoice(), context("email_notification")
-    await send_requested_email(event, ctx)
+async def test_the_invoice_email_is_rendered_from_the_invoices_lines_and_amounts(client):
+    event, ctx = invoice(), context("invoice_processing")
+    await send_invoice_email(event, ctx)
 
     [email] = await emails_for(ctx.id)
     today = now()
     months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
               "septiembre", "octubre", "noviembre", "diciembre"]  # fmt: skip
-    assert email.template == "invoice" and email.subject == "Factura de tu pedido #ord_42"
-    assert f"Para: {event.to}" in email.html
-    assert "<h1" in email.html and "Factura de tu pedido #ord_42</h1>" in email.html
-    assert "Café Orgánico de Altura x2: $25.00<br>\nTotal: $29.75" in email.html
+    assert email.template == "invoice" and email.subject == "Factura de tu pedido #ord_42"  # the original's subject
+    assert email.to == event.email and email.topic == "invoice_processing"
+    assert f"Para: {event.email}" in email.html and "Factura de tu pedido #ord_42</h1>" in email.html
     assert f"Fecha: {today.day} de {months[today.month - 1]} de {today.year}" in email.html
-    assert "INV-2026-000042" in email.html and "#ord_42" in email.html
-    assert str(today.year) in email.html
+    assert "Factura: INV-2026-000042" in email.html and "Pedido: #ord_42" in email.html
+    text = " ".join(re.sub(r"<[^>]+>", " ", email.html).split())
+    assert "Café Orgánico de Altura 2 $12.50 $25.00" in text
+    assert "Jabón Artesanal &lt;Lavanda&gt; 1 $6.75 $6.75" in text  # names are escaped
+    assert "Subtotal: $31.75 Impuestos (19%): $6.03 Total: $37.78" in text
 
 
 async def test_a_plain_message_uses_the_message_template(client):
@@ -118,7 +134,7 @@ async def test_a_redelivered_event_sends_nothing(client, sendgrid):
 
 
 async def test_sendgrid_gets_the_mail_model_body_and_its_message_id_is_kept(client, sendgrid):
-    event, ctx = invoice(), context("email_notification")
+    event, ctx = facture(), context("email_notification")
     await send_requested_email(event, ctx)
 
     [call] = sendgrid.calls
@@ -128,7 +144,7 @@ async def test_sendgrid_gets_the_mail_model_body_and_its_message_id_is_kept(clie
     assert body["from"] == {"email": get_settings().mail_from}
     assert body["subject"] == event.subject
     [content] = body["content"]
-    assert content["type"] == "text/html" and "INV-2026-000042" in content["value"]
+    assert content["type"] == "text/html" and "Adjuntamos tu factura." in content["value"]
     assert body["custom_args"] == {"eventId": ctx.id}
 
     [email] = await emails_for(ctx.id)
@@ -162,14 +178,14 @@ async def test_a_sendgrid_timeout_or_rate_limit_is_retried(client, sendgrid):
 
 async def test_a_sendgrid_4xx_is_recorded_as_failed_and_dead_lettered(client, sendgrid):
     sendgrid.side_effect = [httpx.Response(400, json={"errors": [{"message": "invalid from address"}]})]
-    delivered = cloud_event(invoice())
+    delivered = cloud_event(facture())
 
     assert await deliver(EmailRequested, send_requested_email, delivered) == "DROP"
     [email] = await emails_for(delivered["id"])
     assert email.status == "failed" and "400" in email.error and "invalid from address" in email.error
 
     # Replayed from the dead letter: nothing is sent again.
-    await send_requested_email(invoice(), context("email_notification").model_copy(update={"id": delivered["id"]}))
+    await send_requested_email(facture(), context("email_notification").model_copy(update={"id": delivered["id"]}))
     assert sendgrid.call_count == 1
     assert [e.status for e in await emails_for(delivered["id"])] == ["failed"]
 

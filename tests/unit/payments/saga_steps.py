@@ -5,7 +5,6 @@ import uuid
 
 from functions.common.consumers import deliver
 from functions.common.contracts import (
-    InvoiceProcessing,
     PaymentProcessed,
     StockRejected,
     StockReserved,
@@ -13,7 +12,6 @@ from functions.common.contracts import (
 from functions.payments.subscriptions import (
     charge_reserved_order,
     invoice_paid_order,
-    mail_invoice,
     reject_order,
 )
 
@@ -50,7 +48,3 @@ async def reject(order_id: str, reason: str = "Not enough stock for: Café") -> 
 
 async def invoice(dapr, order_id: str) -> str:
     return await deliver(PaymentProcessed, invoice_paid_order, one(dapr, "payment_processed", order_id))
-
-
-async def mail(dapr, order_id: str) -> str:
-    return await deliver(InvoiceProcessing, mail_invoice, one(dapr, "invoice_processing", order_id))

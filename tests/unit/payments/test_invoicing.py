@@ -8,7 +8,7 @@ from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext
 from functions.common.contracts import OrderLine, PaymentProcessed
-from functions.payments.invoicing import allocate_invoice_number, invoice_content
+from functions.payments.invoicing import allocate_invoice_number
 from functions.payments.models import Invoice, InvoiceNumber, InvoiceSequence, Order, Transition
 from functions.payments.subscriptions import invoice_paid_order
 
@@ -114,32 +114,3 @@ async def test_a_crash_between_the_number_and_the_invoice_leaves_no_gap(client, 
     )
     invoiced = await Order.get(order.id)
     assert (invoiced.status, invoiced.invoiceNumber) == ("invoiced", number)
-
-
-def test_the_invoice_text_shows_lines_tax_and_total_like_the_original():
-    invoice = Invoice(
-        number="INV-2026-000042",
-        issuedAt=datetime(2026, 5, 1, tzinfo=UTC),
-        lines=[
-            OrderLine(productId="p1", name="Café Orgánico de Altura", unitPriceCents=1250, quantity=2),
-            OrderLine(productId="p2", name="Jabón Artesanal de Lavanda", unitPriceCents=675, quantity=1),
-        ],
-        subtotalCents=3175,
-        taxRate=0.19,
-        taxCents=603,
-        totalCents=3778,
-        currency="USD",
-    )
-    assert invoice_content("abc123", invoice) == "\n".join(
-        [
-            "Factura INV-2026-000042",
-            "Pedido #abc123",
-            "",
-            "2 x Café Orgánico de Altura ($12.50): $25.00",
-            "1 x Jabón Artesanal de Lavanda ($6.75): $6.75",
-            "",
-            "Subtotal: $31.75",
-            "Impuestos (19%): $6.03",
-            "Total: $37.78",
-        ]
-    )
