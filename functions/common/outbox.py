@@ -12,6 +12,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from beanie import Document
@@ -20,7 +21,7 @@ from pymongo import IndexModel
 from pymongo.errors import BulkWriteError
 
 from functions.common import sidecar
-from functions.common.clock import now
+from functions.common.clock import now, stored_now
 from functions.common.contracts import IntegrationEvent
 from functions.common.locks import KeyedLocks
 from functions.common.periodic import Periodic
@@ -45,7 +46,9 @@ class PendingEvent(BaseModel):
             type=event.cloud_event_type(),
             source=source,
             key=key,
-            time=now(),
+            # To the millisecond, as the database keeps it: the event as staged then equals the
+            # event as stored, so a flush can take it off without reading the document first.
+            time=stored_now(),
             data=event.model_dump(mode="json"),
         )
 
@@ -137,18 +140,21 @@ class OutboxRelay:
         return published
 
 
-async def relay(model: type[Document], doc_id: Any) -> int:
+async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None) -> int:
     """Publish one document's pending events, record them in `events`, take them off the document.
 
-    One relay per document at a time in this process (the request's flush and the sweep may meet),
-    and the outbox is read under that lock, so an event is not published twice by this process.
-    Three database round trips whatever the number of events: the read, the audit records in one
-    insert, and one update taking them off.
+    `staged`: the events the caller's write just staged (flush's fast path: published without
+    reading the document back); else the outbox as stored. One relay per document at a time in
+    this process (a flush and the sweep may meet), and what the sweep relays it reads under that
+    lock. Database round trips: the read (sweep only), the audit records in one insert, and one
+    update taking the events off.
     """
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
-        collection = model.get_pymongo_collection()
-        raw = await collection.find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
-        stored_events = list(raw.get("outbox") or [])
+        if staged is None:
+            raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
+            stored_events, flagged = list(raw.get("outbox") or []), bool(raw.get("outboxPending"))
+        else:
+            stored_events, flagged = [pending.model_dump() for pending in staged], True
         published: list[dict[str, Any]] = []
         try:
             for stored in stored_events:
@@ -158,7 +164,7 @@ async def relay(model: type[Document], doc_id: Any) -> int:
         finally:
             if published:
                 await _audit([PendingEvent.model_validate(stored) for stored in published])
-            if published or raw.get("outboxPending"):
+            if published or flagged:
                 await _take_off(model, doc_id, published, everything=len(published) == len(stored_events))
         return len(published)
 
@@ -195,13 +201,14 @@ async def _take_off(model: type[Document], doc_id: Any, published: list[dict[str
             await collection.update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
 
 
-async def flush(model: type[Document], doc_id: Any) -> None:
+async def flush(model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None) -> None:
     """Publish a document's pending events now: the fast path right after the change is saved.
+    Pass the events the write staged (`staged`) to spare reading them back.
 
     If Dapr is unreachable the events stay pending and the sweep publishes them later; the
     caller's change is saved either way, so this never fails the request.
     """
     try:
-        await relay(model, doc_id)
+        await relay(model, doc_id, staged)
     except sidecar.SidecarError:
         log.warning("publish deferred to the outbox sweep", exc_info=True)

@@ -44,17 +44,16 @@ def format_invoice_number(year: int, seq: int) -> str:
 async def allocate_invoice_number(order_id: str, year: int) -> str:
     """The order's invoice number: the one it already has, or the next of `year`."""
     async with _year_lock(year):
-        owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
-        if owned is not None:
-            return owned.id
         sequence = await InvoiceSequence.get(year)
         seq = sequence.next if sequence else 1
         for _ in range(MAX_ATTEMPTS):
             try:
                 await InvoiceNumber(id=format_invoice_number(year, seq), year=year, seq=seq, orderId=order_id).insert()
             except DuplicateKeyError:
+                # The number is taken, or the order has one (the orderId index): a redelivery, or
+                # another replica numbered it meanwhile. Looked up only on a collision.
                 owned = await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id)
-                if owned is not None:  # another replica gave this order its number meanwhile
+                if owned is not None:
                     return owned.id
                 log.info("invoice number %s taken; trying the next", format_invoice_number(year, seq))
                 seq += 1

@@ -79,7 +79,7 @@ async def place_order(
     # The order, its first history step and both events in one insert: if it fails, nothing
     # is published and no record is left.
     announced = order.stage(created, source=APP_ID, key=str(order_id))
-    order.stage(
+    checkout = order.stage(
         CartCheckedOut(
             userId=principal.id,
             orderId=str(order_id),
@@ -97,7 +97,7 @@ async def place_order(
         if idempotency_key is not None and (placed := await _order_for_key(principal.id, idempotency_key)):
             return _replayed(placed, response)
         raise
-    await outbox.flush(Order, order.id)
+    await outbox.flush(Order, order.id, [announced, checkout])
     return Envelope(message="Order placed; payment is being processed", data=OrderPlaced.of(order))
 
 

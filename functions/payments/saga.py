@@ -58,30 +58,37 @@ def stage(*events: IntegrationEvent, order_id: Any) -> list[PendingEvent]:
 async def transition(
     order_id: PydanticObjectId,
     *,
-    expected: OrderStatus,
+    expected: OrderStatus | tuple[OrderStatus, ...],
     to: OrderStatus,
     event_id: str | None,
     reason: str | None = None,
     changes: dict[str, Any] | None = None,
     events: Iterable[IntegrationEvent] = (),
+    passing: tuple[OrderStatus, ...] = (),
 ) -> bool:
-    """Move the order from `expected` to `to` and stage `events`, in one write; False (and
-    nothing written) when the order is no longer in `expected`."""
-    step = Transition(status=to, at=now(), reason=reason, eventId=event_id)
-    pushes: dict[str, Any] = {"history": step.model_dump()}
-    sets: dict[str, Any] = {"status": to, "updatedAt": step.at, **(changes or {})}
+    """Move the order from `expected` (a status, or any of several) to `to` and stage `events`,
+    in one write; False (and nothing written) when the order is no longer in `expected`.
+    `passing`: statuses the order goes through on the way, recorded in its history by the same
+    write (a charge approved at once takes pending through stock_reserved to paid)."""
+    at = now()
+    steps = [Transition(status=s, at=at, eventId=event_id).model_dump() for s in passing]
+    steps.append(Transition(status=to, at=at, reason=reason, eventId=event_id).model_dump())
+    pushes: dict[str, Any] = {"history": {"$each": steps}}
+    sets: dict[str, Any] = {"status": to, "updatedAt": at, **(changes or {})}
     pending = stage(*events, order_id=order_id)
     if pending:
         pushes["outbox"] = {"$each": [p.model_dump() for p in pending]}
         sets["outboxPending"] = True
+    status = {"$in": list(expected)} if isinstance(expected, tuple) else expected
     async with write_lock(Order, order_id):
         result = await Order.get_pymongo_collection().update_one(
-            {"_id": order_id, "status": expected}, {"$set": sets, "$push": pushes}
+            {"_id": order_id, "status": status}, {"$set": sets, "$push": pushes}
         )
     if not result.matched_count:
         log.info("order %s is no longer %s; %s not applied", order_id, expected, to)
         return False
-    await outbox.flush(Order, order_id)
+    if pending:
+        await outbox.flush(Order, order_id, pending)
     return True
 
 

@@ -15,7 +15,7 @@ from functions.common.contracts import (
 from functions.common.settings import get_settings
 from functions.payments import APP_ID
 from functions.payments.invoicing import allocate_invoice_number, build_invoice
-from functions.payments.models import Order
+from functions.payments.models import Order, OrderStatus
 from functions.payments.processor import TransientPaymentError
 from functions.payments.saga import (
     charge_once,
@@ -36,16 +36,15 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
     stock_reserved; after `SHOP_PAYMENT_MAX_ATTEMPTS` of them the payment fails like a decline,
     so an outage never leaves the order holding stock."""
     order = await load_order(event.orderId)
-    if order.status == "pending":
-        await transition(order.id, expected="pending", to="stock_reserved", event_id=context.id)
-        order = await load_order(event.orderId)
-    if order.status != "stock_reserved":
+    if order.status not in ("pending", "stock_reserved"):
         log.info("order %s is %s; stock_reserved %s changes nothing", order.id, order.status, context.id)
         return
 
     try:
         payment = await charge_once(order)
     except TransientPaymentError:
+        if order.status == "pending":  # the order waits in stock_reserved while Dapr redelivers
+            await transition(order.id, expected="pending", to="stock_reserved", event_id=context.id)
         attempts = await count_failed_charge(order.id)
         if attempts < get_settings().payment_max_attempts:
             raise
@@ -54,25 +53,31 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
         log.error("order %s: the processor failed %d times; failing its payment", order.id, attempts)
         await fail_payment(order, context, f"Payment processor unavailable after {attempts} attempts")
         return
+    # One write from pending or stock_reserved; the history shows stock_reserved either way.
+    passing = ("stock_reserved",) if order.status == "pending" else ()
     if payment.status == "approved":
         await transition(
             order.id,
-            expected="stock_reserved",
+            expected=("pending", "stock_reserved"),
             to="paid",
+            passing=passing,
             event_id=context.id,
             changes={"paymentId": payment.chargeId},
             events=[PaymentProcessed(orderId=str(order.id), paymentId=payment.chargeId, amountCents=payment.amountCents)],
         )
     else:
-        await fail_payment(order, context, payment.reason or "Payment declined", payment_id=payment.chargeId)
+        await fail_payment(order, context, payment.reason or "Payment declined", payment_id=payment.chargeId, passing=passing)
 
 
-async def fail_payment(order: Order, context: EventContext, reason: str, payment_id: str | None = None) -> None:
-    """stock_reserved → payment_failed, staging payment_failed and order_cancelled."""
+async def fail_payment(
+    order: Order, context: EventContext, reason: str, payment_id: str | None = None, passing: tuple[OrderStatus, ...] = ()
+) -> None:
+    """(pending →) stock_reserved → payment_failed, staging payment_failed and order_cancelled."""
     await transition(
         order.id,
-        expected="stock_reserved",
+        expected=("pending", "stock_reserved"),
         to="payment_failed",
+        passing=passing,
         event_id=context.id,
         reason=reason,
         changes={"paymentId": payment_id, "failureReason": reason},

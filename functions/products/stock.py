@@ -166,7 +166,7 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
             # Only another replica handling the same order at the same moment gets here (this
             # process serialises an order's handlers); its outcome stands, and is what is announced.
             log.error("reservation %s was decided by another delivery; this outcome (%s) is dropped", order_id, state)
-        await outbox.flush(StockReservation, order_id)
+        await outbox.flush(StockReservation, order_id, [pending] if decided.matched_count else None)
         return await StockReservation.get(order_id)
 
 
