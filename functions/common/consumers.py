@@ -7,7 +7,7 @@ A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside th
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beanie import Document
@@ -37,7 +37,7 @@ class EventContext(BaseModel):
 
 def hour_bucket(at: datetime) -> str:
     """The inbox's pruning bucket: the UTC hour, e.g. "2026-11-28T10"."""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 class ProcessedEvent(Document):
@@ -79,7 +79,8 @@ async def forget_old_events() -> int:
     """Delete inbox records of every hour that ended SHOP_INBOX_RETENTION_HOURS ago or more, so
     the inbox does not grow forever. (A TTL index would do it on MongoDB; FerretDB 1.24 does not
     implement them.) One delete per hour bucket since the last run, each served by an index."""
-    cutoff = (now() - timedelta(hours=get_settings().inbox_retention_hours)).replace(minute=0, second=0, microsecond=0)
+    retention = timedelta(hours=get_settings().inbox_retention_hours)
+    cutoff = (now() - retention).replace(minute=0, second=0, microsecond=0)
     collection = ProcessedEvent.get_settings().name
     mark = await InboxPruning.get(collection)
     hour = mark.prunedBefore if mark else cutoff - INBOX_PRUNE_FIRST_LOOKBACK

@@ -11,8 +11,8 @@ already saw it skip it.
 import asyncio
 import logging
 import uuid
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from beanie import Document
@@ -152,20 +152,21 @@ async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEven
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
         if staged is None:
             raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
-            stored_events, flagged = list(raw.get("outbox") or []), bool(raw.get("outboxPending"))
+            events = [(stored, PendingEvent.model_validate(stored)) for stored in raw.get("outbox") or []]
+            flagged = bool(raw.get("outboxPending"))
         else:
-            stored_events, flagged = [pending.model_dump() for pending in staged], True
-        published: list[dict[str, Any]] = []
+            events, flagged = [(pending.model_dump(), pending) for pending in staged], True
+        published: list[tuple[dict[str, Any], PendingEvent]] = []
         try:
-            for stored in stored_events:
-                pending = PendingEvent.model_validate(stored)
+            for stored, pending in events:
                 await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
-                published.append(stored)
+                published.append((stored, pending))
         finally:
             if published:
-                await _audit([PendingEvent.model_validate(stored) for stored in published])
+                await _audit([pending for _, pending in published])
             if published or flagged:
-                await _take_off(model, doc_id, published, everything=len(published) == len(stored_events))
+                taken = [stored for stored, _ in published]
+                await _take_off(model, doc_id, taken, everything=len(published) == len(events))
         return len(published)
 
 

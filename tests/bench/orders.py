@@ -141,9 +141,11 @@ def stack_processes() -> dict[int, str]:
             found[pid] = "postgresql"
         elif program == "daprd" and "--app-id" in words:
             found[pid] = f"daprd {words[words.index('--app-id') + 1]}"
-        else:
+        elif program == "dapr" and "--app-id" in words:  # the CLI: it relays its app's output
+            found[pid] = f"dapr run {words[words.index('--app-id') + 1]}"
+        elif program.startswith("python"):
             for name in stack.FUNCTIONS:
-                if f"functions.{name}.app:app" in line and "uvicorn" in line:
+                if f"functions.{name}.app:app" in line:
                     found[pid] = f"app {name}"
     return found
 

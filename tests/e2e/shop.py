@@ -103,6 +103,7 @@ def process_of(function: str, part: str) -> int:
     for pid, words in stack.command_lines():
         if part == "daprd" and Path(words[0]).name == "daprd" and words[words.index("--app-id") + 1 :][:1] == [function]:
             return pid
-        if part == "app" and "uvicorn" in words and f"functions.{function}.app:app" in words:
+        # (The `dapr run` CLI's own command line names the app too, after `--`.)
+        if part == "app" and Path(words[0]).name.startswith("python") and f"functions.{function}.app:app" in words:
             return pid
     raise LookupError(f"no running {part} of {function}")
