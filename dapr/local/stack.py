@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -445,10 +446,29 @@ def start_database() -> None:
         wait_for_port(DB_PORT, timeout=30)
 
 
+API_TOKENS = STATE / "api-tokens.json"
+
+
+def api_tokens() -> dict[str, str]:
+    """The stack's two Dapr tokens, made on the first `up` and kept in .dapr/ (readable by this
+    user only): DAPR_API_TOKEN, which every sidecar requires of callers of its API, and
+    APP_API_TOKEN, which it sends its app, whose subscription routes refuse deliveries without it.
+    daprd and the app both read them from the environment `dapr run` passes on."""
+    if not API_TOKENS.exists():
+        STATE.mkdir(exist_ok=True)
+        made = {"DAPR_API_TOKEN": secrets.token_urlsafe(32), "APP_API_TOKEN": secrets.token_urlsafe(32)}
+        descriptor = os.open(API_TOKENS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(made, file)
+    return json.loads(API_TOKENS.read_text())
+
+
 def dapr_env() -> dict[str, str]:
-    """Environment for `dapr run`: our daprd in slim mode, the venv's python first on PATH."""
+    """Environment for `dapr run`: our daprd in slim mode, the venv's python first on PATH, the
+    stack's API tokens."""
     bin_dir = str(Path(sys.executable).parent)
     return {
+        **api_tokens(),
         "DAPR_RUNTIME_PATH": str(RUNTIME_PATH),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         # The sidecars register this address with name resolution: loopback, never the host's IP.

@@ -5,14 +5,15 @@ A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside th
 `async def handle(event, context)` and can be called directly in a unit test.
 """
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
-from fastapi import Body
+from fastapi import Body, Depends, Header, HTTPException, status
 from pydantic import BaseModel, ValidationError, model_validator
 from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
@@ -124,10 +125,19 @@ class Subscriptions:
             )(_endpoint(event_type, func))
 
 
+def require_dapr(token: Annotated[str | None, Header(alias="dapr-api-token")] = None) -> None:
+    """Only the function's own sidecar may deliver events: with APP_API_TOKEN set, daprd sends it
+    in `dapr-api-token` on every call to the app, and a delivery without it is refused. Anyone
+    else who reaches the app port could otherwise post a forged event to a subscription route."""
+    expected = get_settings().app_api_token
+    if expected and not hmac.compare_digest((token or "").encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Event deliveries come from the Dapr sidecar only")
+
+
 def _endpoint(event_type: type[IntegrationEvent], func: Handler) -> Callable[..., Awaitable[dict]]:
     """The HTTP route Dapr delivers one topic's CloudEvents to."""
 
-    async def endpoint(cloud_event: dict = Body(...)) -> dict:
+    async def endpoint(cloud_event: dict = Body(...), _: None = Depends(require_dapr)) -> dict:
         return {"status": await deliver(event_type, func, cloud_event)}
 
     endpoint.__name__ = f"on_{event_type.topic}"

@@ -1,6 +1,7 @@
 """Typed settings, read from the environment (k8s Secrets in a cluster).
 
-The defaults are for a local run only; a deployment sets every secret.
+The defaults are for a local run only; a deployment sets every secret, and outside a local run
+(`SHOP_ENV` other than `local`) a function refuses to start with a missing or default one.
 """
 
 from functools import lru_cache
@@ -12,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
+    # "local" (the default: `task up`, the tests, a dev cluster) accepts the committed local
+    # secrets below; anything else refuses them (`check_secrets`).
+    env: str = Field("local", alias="SHOP_ENV")
     mongodb_uri: str = Field("mongodb://127.0.0.1:27017", alias="MONGODB_URI")
     # Each function owns its database: "<prefix>_<app id>".
     db_prefix: str = Field("shop", alias="SHOP_DB_PREFIX")
@@ -36,6 +40,10 @@ class Settings(BaseSettings):
     dapr_host: str = Field("127.0.0.1", alias="DAPR_HOST")
     dapr_http_port: int = Field(3500, alias="DAPR_HTTP_PORT")
     dapr_timeout_seconds: float = Field(10.0, alias="SHOP_DAPR_TIMEOUT_SECONDS")
+    # Dapr's own names: the token the sidecar requires of callers of its API, and the one it
+    # sends the app on every call (checked on the subscription routes). Both secrets.
+    dapr_api_token: str = Field("", alias="DAPR_API_TOKEN")
+    app_api_token: str = Field("", alias="APP_API_TOKEN")
     # How often the outbox relay looks for events a crashed process left unpublished.
     outbox_sweep_seconds: float = Field(5.0, alias="SHOP_OUTBOX_SWEEP_SECONDS")
     # How long a handled event's id is remembered (the inbox). Past Kafka's retention (7 days by
@@ -45,6 +53,35 @@ class Settings(BaseSettings):
     @property
     def dapr_url(self) -> str:
         return f"http://{self.dapr_host}:{self.dapr_http_port}"
+
+
+# Each secret: its variable, and the committed local value it must not keep outside a local run.
+_SECRETS = {
+    "jwt_secret": ("SHOP_JWT_SECRET", Settings.model_fields["jwt_secret"].default),
+    "admin_password": ("SHOP_ADMIN_PASSWORD", Settings.model_fields["admin_password"].default),
+    "dapr_api_token": ("DAPR_API_TOKEN", ""),
+    "app_api_token": ("APP_API_TOKEN", ""),
+}
+MIN_JWT_SECRET_LENGTH = 32  # HS256 keys: at least the hash's 256 bits
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """What is wrong with the secrets for this environment, one line each (empty: all fine)."""
+    problems = []
+    if len(settings.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+        problems.append(f"SHOP_JWT_SECRET is shorter than {MIN_JWT_SECRET_LENGTH} characters")
+    if settings.env != "local":
+        for field, (variable, local_value) in _SECRETS.items():
+            value = getattr(settings, field)
+            if not value or value == local_value:
+                problems.append(f"{variable} is {'the committed local default' if value else 'not set'} (SHOP_ENV={settings.env})")
+    return problems
+
+
+def check_secrets() -> None:
+    """Refuse to start, in one line naming each variable, rather than run with unsafe secrets."""
+    if problems := secret_problems(get_settings()):
+        raise SystemExit("the shop refuses to start: " + "; ".join(problems))
 
 
 @lru_cache

@@ -22,7 +22,9 @@ def client() -> httpx.AsyncClient:
     global _client
     if _client is None or _client.is_closed:
         settings = get_settings()
-        _client = httpx.AsyncClient(base_url=settings.dapr_url, timeout=settings.dapr_timeout_seconds)
+        # With DAPR_API_TOKEN set, the sidecar refuses calls that do not carry it.
+        headers = {"dapr-api-token": settings.dapr_api_token} if settings.dapr_api_token else {}
+        _client = httpx.AsyncClient(base_url=settings.dapr_url, timeout=settings.dapr_timeout_seconds, headers=headers)
     return _client
 
 

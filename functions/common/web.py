@@ -23,7 +23,7 @@ from functions.common.consumers import (
 )
 from functions.common.outbox import AuditEvent, HasOutbox, OutboxRelay
 from functions.common.periodic import Periodic
-from functions.common.settings import get_settings
+from functions.common.settings import check_secrets, get_settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def create_app(
     subscriptions: Subscriptions | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> FastAPI:
+    check_secrets()
     settings = get_settings()
     jobs = [
         OutboxRelay([m for m in models if issubclass(m, HasOutbox)], settings.outbox_sweep_seconds).periodic,

@@ -21,7 +21,11 @@ def api(function: str) -> httpx.Client:
 
 
 def sidecar(function: str) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.SIDECAR_HTTP[function]}", timeout=15)
+    """The function's sidecar API, with the stack's DAPR_API_TOKEN (it refuses calls without)."""
+    token = stack.api_tokens()["DAPR_API_TOKEN"]
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.SIDECAR_HTTP[function]}", timeout=15, headers={"dapr-api-token": token}
+    )
 
 
 def eventually(probe: Callable[[], T | None], what: str, timeout: float = 45, every: float = 0.5) -> T:

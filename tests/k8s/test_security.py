@@ -50,3 +50,27 @@ def test_sidecars_are_bounded_too(docs):
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         for key in ("cpu-request", "memory-request", "cpu-limit", "memory-limit"):
             assert annotations.get(f"dapr.io/sidecar-{key}"), f"{deployment['metadata']['name']}: {key}"
+
+
+def test_only_the_sidecar_reaches_the_app_and_only_the_app_its_sidecar(docs):
+    """Both Dapr tokens on every function: the sidecar's annotations and the app's environment
+    name the same Secrets (the app checks the app token on its subscription routes)."""
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    for deployment in functions(docs):
+        name = deployment["metadata"]["name"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for annotation, variable in (("dapr.io/api-token-secret", "DAPR_API_TOKEN"), ("dapr.io/app-token-secret", "APP_API_TOKEN")):
+            secret = annotations.get(annotation)
+            assert secret in secrets and "token" in secrets[secret]["data"], (name, annotation)
+            assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "token"}, (name, variable)
+
+
+def test_prod_refuses_committed_secrets_and_only_dev_runs_as_local(docs, overlay):
+    """SHOP_ENV reaches every function; only the dev cluster (committed secrets) is "local"."""
+    settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("shop-settings"))
+    assert settings["data"]["env"] == ("local" if overlay == "dev" else "production")
+    for deployment in functions(docs):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["SHOP_ENV"]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == settings["metadata"]["name"] and ref["key"] == "env"

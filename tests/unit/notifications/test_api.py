@@ -7,6 +7,7 @@ import pytest
 from functions.common.auth import issue_token
 from functions.common.consumers import EventContext
 from functions.common.contracts import UserRegistered
+from functions.common.settings import get_settings
 from functions.notifications.subscriptions import send_welcome_email
 from tests.unit.notifications.conftest import new_address
 
@@ -101,3 +102,28 @@ async def test_a_delivery_over_http_stores_the_email(client):
     assert response.json() == {"status": "SUCCESS"}
     [mail] = (await client.get("/api/notifications", headers=bearer(to))).json()["data"]
     assert mail["eventId"] == event_id and "Jabón Artesanal de Lavanda" in mail["html"] and "1 unidad)" in mail["html"]
+
+
+@pytest.fixture
+def app_token(monkeypatch):
+    """APP_API_TOKEN set, as `task up` and the cluster set it: the sidecar's delivery carries it."""
+    monkeypatch.setenv("APP_API_TOKEN", "the-sidecars-app-token")
+    get_settings.cache_clear()
+    yield "the-sidecars-app-token"
+    monkeypatch.delenv("APP_API_TOKEN")
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("sent", [None, "a-forged-token"])
+async def test_a_delivery_without_the_sidecars_token_is_refused_and_changes_nothing(client, app_token, sent):
+    to, event_id = new_address(), f"evt_{uuid.uuid4().hex}"
+    forged = {"id": event_id, "topic": "email_notification", "data": {"to": to, "subject": "Hola", "content": "spam"}}
+    headers = {"Content-Type": "application/cloudevents+json"} | ({"dapr-api-token": sent} if sent else {})
+    response = await client.post("/events/email_notification", json=forged, headers=headers)
+    assert response.status_code == 401 and response.json()["message"]
+    assert (await client.get("/api/notifications", headers=bearer(to))).json()["data"] == []
+
+    # The same delivery from the sidecar, with its token, is handled.
+    headers["dapr-api-token"] = app_token
+    assert (await client.post("/events/email_notification", json=forged, headers=headers)).json() == {"status": "SUCCESS"}
+    assert len((await client.get("/api/notifications", headers=bearer(to))).json()["data"]) == 1

@@ -1,0 +1,31 @@
+"""Only Dapr delivers events, and only the function reaches its sidecar: both directions carry a
+token (`dapr-api-token`) that `task up` makes for the stack (dapr/local/stack.py, api_tokens)."""
+
+import uuid
+
+import httpx
+
+from tests.e2e.shop import admin_token, api, bearer, sidecar
+from tests.stack import stack
+
+
+def test_a_forged_event_posted_to_an_app_port_is_refused_and_mails_nobody() -> None:
+    stranger = f"stranger.{uuid.uuid4().hex[:10]}@example.com"
+    forged = {"id": f"evt_{uuid.uuid4().hex}", "specversion": "1.0", "type": "shop.email_notification.v1",
+              "source": "payments", "topic": "email_notification",
+              "data": {"to": stranger, "subject": "Factura", "content": "Pague aquí"}}
+    port = stack.FUNCTIONS["notifications"]
+    for headers in ({}, {"dapr-api-token": "guessed"}):
+        response = httpx.post(f"http://127.0.0.1:{port}/events/email_notification", json=forged, headers=headers)
+        assert response.status_code == 401, response.text
+    with api("notifications") as notifications:
+        kept = notifications.get("/api/notifications", params={"to": stranger}, headers=bearer(admin_token()))
+    assert kept.status_code == 200 and kept.json()["data"] == []
+
+
+def test_every_sidecar_refuses_its_api_to_a_caller_without_the_token() -> None:
+    for function, port in stack.SIDECAR_HTTP.items():
+        refused = httpx.post(f"http://127.0.0.1:{port}/v1.0/publish/pubsub/welcome_flow", json={"forged": True})
+        assert refused.status_code == 401, (function, refused.text)
+        with sidecar(function) as dapr:  # the token `task up` gave the function
+            assert dapr.get("/v1.0/metadata").status_code == 200, function

@@ -1,0 +1,50 @@
+"""A function started outside a local run refuses missing or committed secrets, in one line that
+names each variable; with real secrets it starts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from functions.common.settings import MIN_JWT_SECRET_LENGTH, Settings, secret_problems
+
+REAL = {
+    "SHOP_JWT_SECRET": "x" * 64,
+    "SHOP_ADMIN_PASSWORD": "a-real-admin-password",
+    "DAPR_API_TOKEN": "a-real-dapr-api-token",
+    "APP_API_TOKEN": "a-real-app-api-token",
+}
+
+
+def start(function: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the function's app as uvicorn would, in a clean environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "DAPR_", "APP_API"))}
+    return subprocess.run([sys.executable, "-c", f"import functions.{function}.app"], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("function", ["users", "payments"])
+def test_in_production_without_secrets_a_function_refuses_to_start_naming_them(function):
+    refused = start(function, {"SHOP_ENV": "production"})
+    assert refused.returncode != 0
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("the shop refuses to start:")
+    for variable in ("SHOP_JWT_SECRET", "SHOP_ADMIN_PASSWORD", "DAPR_API_TOKEN", "APP_API_TOKEN"):
+        assert variable in line
+
+
+def test_in_production_the_committed_local_secrets_are_refused_too():
+    local = Settings()
+    refused = start("users", {"SHOP_ENV": "production", **REAL, "SHOP_JWT_SECRET": local.jwt_secret})
+    assert refused.returncode != 0 and "SHOP_JWT_SECRET is the committed local default" in refused.stderr
+
+
+def test_in_production_with_real_secrets_it_starts():
+    started = start("users", {"SHOP_ENV": "production", **REAL})
+    assert started.returncode == 0, started.stderr
+
+
+def test_an_empty_or_short_jwt_secret_is_refused_everywhere():
+    assert secret_problems(Settings(SHOP_JWT_SECRET="")) == [f"SHOP_JWT_SECRET is shorter than {MIN_JWT_SECRET_LENGTH} characters"]
+    assert secret_problems(Settings()) == []  # a local run with the local defaults
