@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # (1 + pubsubRetry's maxRetries), so the saga, not the dead letter, ends an outage.
     payment_max_attempts: int = Field(4, ge=1, alias="SHOP_PAYMENT_MAX_ATTEMPTS")
 
+    # The largest request body an app port reads (an API call or an event delivery): far above
+    # any the shop makes (an order of 100 lines as an event is ~25 KiB), far below a flood.
+    max_body_bytes: int = Field(256 * 1024, ge=1024, alias="SHOP_MAX_BODY_BYTES")
     pubsub_name: str = Field("pubsub", alias="SHOP_PUBSUB_NAME")
     dapr_host: str = Field("127.0.0.1", alias="DAPR_HOST")
     dapr_http_port: int = Field(3500, alias="DAPR_HTTP_PORT")

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.common import db, sidecar
 from functions.common.consumers import (
@@ -55,12 +56,44 @@ class ErrorBody(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
 
 
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
     return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
+class BodyLimit:
+    """A request body past `limit` bytes is refused (413, as JSON like every error) as it arrives,
+    never read whole: by its Content-Length at once, or as the bytes come in. (Starlette's own
+    limiter answers in plain text.)"""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse({"message": self._message()}, 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, self._message())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _message(self) -> str:
+        return f"The request body is larger than {self.limit} bytes"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -111,6 +144,7 @@ def create_app(
         await db.close_db()
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, responses=ERRORS)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.app_id = app_id
     install_error_handlers(app)
 

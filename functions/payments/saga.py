@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from beanie import PydanticObjectId
-from bson.errors import InvalidId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -23,6 +22,7 @@ from functions.common import outbox
 from functions.common.clock import now
 from functions.common.consumers import PermanentError
 from functions.common.contracts import IntegrationEvent
+from functions.common.ids import parse_object_id
 from functions.common.outbox import PendingEvent, write_lock
 from functions.payments import APP_ID
 from functions.payments.models import Order, OrderStatus, Payment, Transition
@@ -31,15 +31,8 @@ from functions.payments.processor import get_processor
 log = logging.getLogger(__name__)
 
 
-def parse_order_id(order_id: str) -> PydanticObjectId | None:
-    try:
-        return PydanticObjectId(order_id)
-    except (InvalidId, TypeError):
-        return None
-
-
 async def find_order(order_id: str) -> Order | None:
-    parsed = parse_order_id(order_id)
+    parsed = parse_object_id(order_id)
     return await Order.get(parsed) if parsed is not None else None
 
 

@@ -8,6 +8,8 @@ from functions.common import outbox
 from functions.common.auth import AdminUser
 from functions.common.clock import now
 from functions.common.contracts import ProductCreated
+from functions.common.ids import parse_object_id
+from functions.common.text import OneLine
 from functions.common.web import Envelope
 from functions.products import APP_ID
 from functions.products.models import Product
@@ -18,12 +20,12 @@ from functions.products.schemas import (
     ProductUpdate,
     cents,
 )
-from functions.products.stock import parse_product_id, product_lock
+from functions.products.stock import product_lock
 
 router = APIRouter(prefix="/api/products", tags=["products"])
 
 NOT_FOUND = "Product not found"
-Filter = Annotated[str | None, Query(max_length=100)]
+Filter = Annotated[str | None, Query(max_length=100), OneLine]
 
 
 def _contains(text: str) -> dict:
@@ -31,7 +33,7 @@ def _contains(text: str) -> dict:
 
 
 async def _found(product_id: str) -> Product:
-    parsed = parse_product_id(product_id)  # a malformed id names no product: 404, not 500
+    parsed = parse_object_id(product_id)  # a malformed id names no product: 404, not 500
     product = await Product.get(parsed) if parsed is not None else None
     if product is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)

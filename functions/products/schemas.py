@@ -5,11 +5,12 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from functions.common.money import money
+from functions.common.text import OneLine
 from functions.common.web import DocumentOut, Envelope
 from functions.products.models import Product
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), OneLine]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Price = Annotated[Decimal, Field(gt=0, le=Decimal("1000000"), decimal_places=2, examples=[12.5])]
 Stock = Annotated[int, Field(ge=0, le=1_000_000)]

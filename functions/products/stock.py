@@ -22,12 +22,12 @@ import re
 from collections.abc import Iterable
 
 from beanie import PydanticObjectId
-from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
 from functions.common.clock import now
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
+from functions.common.ids import parse_object_id
 from functions.common.locks import KeyedLocks
 from functions.common.outbox import PendingEvent
 from functions.products import APP_ID
@@ -53,13 +53,6 @@ def _reservation_lock(order_id: str) -> asyncio.Lock:
     return outbox.write_lock(StockReservation, order_id)
 
 
-def parse_product_id(product_id: str) -> PydanticObjectId | None:
-    try:
-        return PydanticObjectId(product_id)
-    except (InvalidId, TypeError):
-        return None
-
-
 def hold_key(order_id: str) -> str:
     """The order's field under `holds`: its id when that is a safe field name, else a digest."""
     if _SAFE_KEY.match(order_id):
@@ -80,7 +73,7 @@ def merge_lines(lines: Iterable[OrderLine]) -> list[ReservedLine]:
 
 async def _take(order_id: str, line: ReservedLine) -> bool:
     """Take the line's units for the order; True if the order holds them now."""
-    product_id = parse_product_id(line.productId)
+    product_id = parse_object_id(line.productId)
     if product_id is None:
         return False
     hold = f"holds.{hold_key(order_id)}"
@@ -99,7 +92,7 @@ async def _take(order_id: str, line: ReservedLine) -> bool:
 async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> None:
     """End the order's hold on this product, if it holds one: `restock` returns its units (the
     order was cancelled); otherwise they stay sold (the order was paid)."""
-    product_id = parse_product_id(line.productId)
+    product_id = parse_object_id(line.productId)
     if product_id is None:
         return
     hold = f"holds.{hold_key(order_id)}"
@@ -111,7 +104,7 @@ async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> Non
 
 
 async def _available(line: ReservedLine) -> bool:
-    product_id = parse_product_id(line.productId)
+    product_id = parse_object_id(line.productId)
     if product_id is None:
         return False
     return await Product.find_one({"_id": product_id, "stock": {"$gte": line.quantity}}) is not None

@@ -22,15 +22,15 @@ from functions.users.schemas import LoginRequest, RegisterRequest, Session, User
 router = APIRouter(prefix="/api/users", tags=["users"])
 
 BAD_CREDENTIALS = "Invalid email or password"
+TAKEN = "A user with this email or phone already exists"
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Register a customer")
 async def register(body: RegisterRequest) -> Envelope[UserOut]:
-    # Friendly messages for the common case; the unique indexes still decide under races.
-    if await User.find_one(User.email == body.email):
-        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this email already exists")
-    if await User.find_one(User.phone == body.phone):
-        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this phone already exists")
+    # One answer whichever is taken, so it does not tell which of an e-mail and a phone has an
+    # account; checked before the costly hash, and the unique indexes still decide under races.
+    if await User.find_one(User.email == body.email) or await User.find_one(User.phone == body.phone):
+        raise HTTPException(status.HTTP_409_CONFLICT, TAKEN)
 
     password_hash = await hash_password(body.password)
     user = User(
@@ -50,7 +50,7 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
     try:
         await user.insert()
     except DuplicateKeyError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, "A user with this email or phone already exists") from exc
+        raise HTTPException(status.HTTP_409_CONFLICT, TAKEN) from exc
     await outbox.flush(User, user.id)
     return Envelope(message="User registered", data=UserOut.of(user))
 

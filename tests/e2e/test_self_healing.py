@@ -68,13 +68,15 @@ def test_a_function_started_while_kafka_is_down_serves_once_kafka_is_back() -> N
     try:
         before = restarts("notifications")
         stack.kill_group(int(stack.pid_file("fn-notifications").read_text()), signal.SIGTERM)
-        # daprd cannot initialise its Kafka component and exits; the supervisor keeps trying.
-        eventually(lambda: restarts("notifications") >= before + 2, "a failed start without Kafka", timeout=60)
+        eventually(lambda: restarts("notifications") > before, "the supervisor to start it again", timeout=30)
+        # Its daprd cannot initialise the Kafka component: it exits (and is started again, with
+        # backoff) or hangs (and is restarted once it has not answered for the start's grace).
+        time.sleep(10)
         assert not stack.function_ready("notifications")
     finally:
         stack.start_kafka()
     started = time.monotonic()
-    eventually(lambda: stack.function_ready("notifications"), "notifications once Kafka is back", timeout=120)
+    eventually(lambda: stack.function_ready("notifications"), "notifications once Kafka is back", timeout=180)
     print(f"notifications served {time.monotonic() - started:.0f}s after Kafka came back")
     customer = new_customer()
     eventually(lambda: welcome_email(customer), "the welcome e-mail", timeout=90)

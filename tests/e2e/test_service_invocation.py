@@ -51,3 +51,14 @@ def _served(path: str) -> int:
         for line in log.read_text(errors="replace").splitlines()
         if f"GET {path} " in line
     )
+
+
+def test_a_product_id_spelled_in_upper_case_is_a_404_not_a_503() -> None:
+    customer = new_customer()
+    with api("products") as products:
+        product_id = products.get("/api/products").json()["data"][0]["id"]
+    with api("cart") as cart:
+        response = cart.post(
+            "/api/cart/items", headers=bearer(customer["token"]), json={"productId": product_id.upper(), "quantity": 1}
+        )
+    assert response.status_code == 404, response.text

@@ -88,3 +88,25 @@ async def test_register_with_bad_fields_saves_no_user(dapr) -> None:
             assert response.json()["message"].startswith("Invalid request")
         assert await User.find_one(User.email == email) is None
     assert dapr.published == []
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+async def test_an_oversized_body_is_refused_with_413_and_changes_nothing(function: str, dapr) -> None:
+    """Every POST route and every subscription route: a body past SHOP_MAX_BODY_BYTES is a 413."""
+    from functions.common.settings import get_settings
+
+    app = importlib.import_module(f"functions.{function}.app").app
+    flood = b'{"padding": "' + b"a" * get_settings().max_body_bytes + b'"}'
+    async with running(app) as client:
+        at_start = len(dapr.published)
+        routes = [concrete(path) for method, path in api_operations(app) if method in {"POST", "PATCH"}]
+        subscribed = await client.get("/dapr/subscribe")
+        routes += [s["route"] for s in subscribed.json()] if subscribed.status_code == 200 else []
+        for path in routes:
+            for method in ("POST", "PATCH") if "{" not in path and path.startswith("/api/") else ("POST",):
+                response = await client.request(method, path, content=flood, headers={**ADMIN, "Content-Type": "application/json"})
+                if response.status_code == 405:
+                    continue
+                assert response.status_code == 413, (method, path, response.status_code, response.text[:200])
+                assert response.json()["message"], path
+        assert dapr.published[at_start:] == []

@@ -239,3 +239,17 @@ async def test_health_readiness_docs_and_subscriptions(client):
         "order_cancelled": "dlq_products_order_cancelled",
         "payment_processed": "dlq_products_payment_processed",
     }
+
+
+@pytest.mark.parametrize("params", [{"q": "caf\x00"}, {"category": "Bebidas\x00"}, {"q": "a\nb"}])
+async def test_a_filter_with_control_characters_is_422_before_the_database(client, params):
+    response = await client.get("/api/products", params=params)
+    assert response.status_code == 422 and "control characters" in response.json()["message"]
+
+
+async def test_an_id_spelled_in_upper_case_names_no_product(client):
+    listed = (await client.get("/api/products")).json()["data"]
+    product_id = listed[0]["id"]
+    assert (await client.get(f"/api/products/{product_id}")).status_code == 200
+    upper = await client.get(f"/api/products/{product_id.upper()}")
+    assert upper.status_code == 404 and upper.json()["message"] == "Product not found"

@@ -285,3 +285,24 @@ async def test_health_readiness_and_docs(client):
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/api/users/register", "/api/users/login", "/api/users/me"} <= set(paths)
+
+
+async def test_a_taken_email_and_a_taken_phone_get_the_same_answer(client):
+    """Registration does not tell which of the two has an account."""
+    first = new_registration()
+    assert (await client.post("/api/users/register", json=first)).status_code == 201
+    by_email = await client.post("/api/users/register", json=new_registration(email=first["email"]))
+    by_phone = await client.post("/api/users/register", json=new_registration(phone=first["phone"]))
+    assert by_email.status_code == by_phone.status_code == 409
+    assert by_email.json() == by_phone.json()
+
+
+@pytest.mark.parametrize("name", ["Ana\r\nBcc: x@example.com", "Ana\x00", "Ana\x1b[31m", "An\ta"])
+async def test_a_name_with_control_characters_is_refused_and_saves_nothing(client, dapr, name):
+    """Names flow into e-mail subjects and logs: one line of printable text only."""
+    for field in ("name", "lastName"):
+        body = new_registration(**{field: name})
+        response = await client.post("/api/users/register", json=body)
+        assert response.status_code == 422 and "control characters" in response.json()["message"], response.text
+        assert await User.find_one(User.email == body["email"]) is None
+    assert dapr.published == []
