@@ -136,7 +136,12 @@ class OutboxRelay:
         published = 0
         for model in self.models:
             async for raw in model.get_pymongo_collection().find({"outboxPending": True}, {"_id": 1}):
-                published += await relay(model, raw["_id"])
+                try:
+                    published += await relay(model, raw["_id"])
+                except sidecar.SidecarError:
+                    raise  # the sidecar is down: every other document would fail the same way
+                except Exception:  # noqa: BLE001 - one poisoned document must not hold back the rest
+                    log.exception("outbox of %s %s cannot be relayed; skipped this round", model.__name__, raw["_id"])
         return published
 
 
@@ -213,3 +218,5 @@ async def flush(model: type[Document], doc_id: Any, staged: Sequence[PendingEven
         await relay(model, doc_id, staged)
     except sidecar.SidecarError:
         log.warning("publish deferred to the outbox sweep", exc_info=True)
+    except Exception:  # noqa: BLE001 - the change is committed; its answer must not be a 500
+        log.exception("relay of %s %s failed; the outbox sweep will finish it", model.__name__, doc_id)

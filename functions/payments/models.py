@@ -44,8 +44,8 @@ class Order(Document, HasOutbox, OrderAmounts):
     history: list[Transition] = Field(default_factory=list)
     # The simulated processor's card token (never a card number); sent to the processor only.
     paymentToken: str
-    # The client's Idempotency-Key, or "auto:<order id>" when it sent none, so the unique index
-    # (userId, idempotencyKey) needs no sparse or partial index support.
+    # The client's Idempotency-Key, or the cart's version ("cart:<digest>") when it sent none:
+    # the unique index (userId, idempotencyKey) makes one order of one cart.
     idempotencyKey: str
     paymentId: str | None = None
     # Charges that failed transiently (processor timeout, outage); see saga.count_failed_charge.

@@ -5,6 +5,8 @@ when the order is placed.
 """
 
 import asyncio
+import hashlib
+import json
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -33,6 +35,14 @@ async def read_cart(token: str) -> list[CartItem]:
         return [CartItem.model_validate(item) for item in items]
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise SidecarError(f"cart answered an unreadable cart: {exc}") from exc
+
+
+def cart_version(items: list[CartItem]) -> str:
+    """The cart as read, as a key: the same lines (product, quantity, last change) give the same
+    key, so a double click or a retry after a lost answer finds the order this cart already made;
+    lines added again after a checkout are new changes, hence a new key."""
+    lines = sorted((item.productId, item.quantity, item.updatedAt.isoformat() if item.updatedAt else "") for item in items)
+    return "cart:" + hashlib.sha256(json.dumps(lines).encode()).hexdigest()[:32]
 
 
 def latest_change(items: list[CartItem]) -> datetime | None:

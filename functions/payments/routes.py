@@ -11,7 +11,13 @@ from functions.common.settings import get_settings
 from functions.common.web import Envelope
 from functions.payments import APP_ID
 from functions.payments.models import MailRequest, Order, Transition
-from functions.payments.pricing import amounts, latest_change, price_lines, read_cart
+from functions.payments.pricing import (
+    amounts,
+    cart_version,
+    latest_change,
+    price_lines,
+    read_cart,
+)
 from functions.payments.saga import find_order
 from functions.payments.schemas import (
     FactureRequest,
@@ -47,13 +53,17 @@ async def place_order(
     ] = None,
 ) -> Envelope[OrderPlaced]:
     """202: the order is pending; the saga reserves stock, charges the card and invoices it.
-    The same Idempotency-Key again answers 200 with the same order."""
+    The same Idempotency-Key again answers 200 with the same order; without one, the key is the
+    cart's version, so the same cart ordered twice (a double click, a retry) is one order."""
     if idempotency_key is not None and (placed := await _order_for_key(principal.id, idempotency_key)):
         return _replayed(placed, response)
 
     items = await read_cart(principal.token)
     if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Your cart is empty")
+    key = idempotency_key or cart_version(items)
+    if idempotency_key is None and (placed := await _order_for_key(principal.id, key)):
+        return _replayed(placed, response)
     lines = await price_lines(items)
     settings = get_settings()
     totals = amounts(lines, settings.tax_rate, settings.currency)
@@ -74,7 +84,7 @@ async def place_order(
         lines=lines,
         **totals.amounts(),
         paymentToken=body.paymentMethod.token,
-        idempotencyKey=idempotency_key or f"auto:{order_id}",
+        idempotencyKey=key,
     )
     # The order, its first history step and both events in one insert: if it fails, nothing
     # is published and no record is left.
@@ -93,8 +103,8 @@ async def place_order(
     try:
         await order.insert()
     except DuplicateKeyError:
-        # A concurrent request with the same Idempotency-Key inserted first: answer its order.
-        if idempotency_key is not None and (placed := await _order_for_key(principal.id, idempotency_key)):
+        # A concurrent request with the same key (or the same cart) inserted first: its order.
+        if placed := await _order_for_key(principal.id, key):
             return _replayed(placed, response)
         raise
     await outbox.flush(Order, order.id, [announced, checkout])

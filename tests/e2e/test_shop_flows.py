@@ -273,3 +273,23 @@ def test_a_customer_cannot_create_products_read_others_orders_or_send_mail(custo
     assert read.status_code == 404
     assert mail.status_code == 403
     assert as_admin.status_code == 200
+
+
+def test_a_double_click_on_checkout_without_a_key_makes_one_order_and_one_charge() -> None:
+    customer, product = new_customer(), create_product(stock=5)
+    token = customer["token"]
+    add_to_cart(token, product["id"], 2)
+
+    def checkout() -> tuple[int, str]:
+        with api("payments") as payments:
+            response = payments.post("/api/orders", headers=bearer(token), json={"paymentMethod": {"token": "tok_visa"}})
+        return response.status_code, response.json()["data"]["orderId"]
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: checkout(), range(3)))
+    assert sorted(code for code, _ in answers) == [200, 200, 202], answers
+    [order_id] = {order_id for _, order_id in answers}
+    assert settled(token, order_id)["status"] == "invoiced"
+    with api("payments") as payments:
+        assert len(payments.get("/api/orders", headers=bearer(token)).json()["data"]) == 1
+    eventually(lambda: stock_of(product["id"]) == 3, "one order's units taken")

@@ -176,3 +176,20 @@ async def test_a_staged_event_that_no_flush_relays_is_published_by_the_sweep(dat
     assert pending.id in [e["id"] for e in dapr.published]
     stored = await Parcel.get(parcel.id)
     assert stored.outbox == [] and not stored.outboxPending
+
+
+async def test_a_poisoned_outbox_is_skipped_and_every_other_document_is_still_relayed(database, dapr):
+    poisoned = Parcel(label=f"p-{uuid.uuid4().hex}")
+    await poisoned.insert()
+    await Parcel.get_pymongo_collection().update_one(
+        {"_id": poisoned.id}, {"$set": {"outbox": [{"not": "an event"}], "outboxPending": True}}
+    )
+    healthy = Parcel(label=f"p-{uuid.uuid4().hex}")
+    staged = healthy.stage(created("p9"), source="products")
+    await healthy.insert()
+
+    await OutboxRelay([Parcel], sweep_seconds=3600).sweep()  # does not raise
+
+    assert staged.id in [e["id"] for e in dapr.published]
+    assert (await Parcel.get(healthy.id)).outbox == []
+    assert (await Parcel.get_pymongo_collection().find_one({"_id": poisoned.id}))["outboxPending"] is True

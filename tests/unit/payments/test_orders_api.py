@@ -199,3 +199,24 @@ async def test_facture_is_for_admins_only(client, dapr, customer, admin):
     }
     stored = await MailRequest.get(PydanticObjectId(data["id"]))
     assert stored.requestedBy == admin.id and stored.outbox == []
+
+
+async def test_without_a_key_one_cart_ordered_four_times_at_once_is_one_order_and_one_charge(client, dapr, shop, customer):
+    """A double click, or a client that retries: the cart's version is the key."""
+    shop.cart((shop.product(), 2))
+    responses = await asyncio.gather(*(place(client, customer) for _ in range(4)))
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 202], [r.text for r in responses]
+    assert len({r.json()["data"]["orderId"] for r in responses}) == 1
+    [order] = await orders_of(customer)
+    assert order.idempotencyKey.startswith("cart:")
+    assert len({e["id"] for e in published(dapr, "order_created", str(order.id))}) == 1
+
+
+async def test_without_a_key_a_changed_cart_is_a_new_order(client, dapr, shop, customer):
+    cafe = shop.product()
+    shop.cart((cafe, 1))
+    first = await place(client, customer)
+    shop.cart((cafe, 2))  # the customer changed the cart after the first order
+    second = await place(client, customer)
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json()["data"]["orderId"] != second.json()["data"]["orderId"]
