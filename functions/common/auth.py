@@ -70,10 +70,18 @@ class Principal(BaseModel):
         return self.role == "admin"
 
 
+# Who signed a token and for whom: a token another system signed with a shared secret, or one
+# the shop signs for something else one day, is not a session of the shop's API.
+TOKEN_ISSUER = "the-shop/users"
+TOKEN_AUDIENCE = "the-shop/api"
+
+
 def issue_token(user_id: str, email: str, role: Role) -> str:
     settings = get_settings()
     issued = datetime.now(UTC)
     claims = {
+        "iss": TOKEN_ISSUER,
+        "aud": TOKEN_AUDIENCE,
         "sub": user_id,
         "email": email,
         "role": role,
@@ -89,7 +97,9 @@ def decode_token(token: str) -> Principal:
             token,
             get_settings().jwt_secret,
             algorithms=["HS256"],
-            options={"require": ["sub", "email", "role", "exp"]},
+            issuer=TOKEN_ISSUER,
+            audience=TOKEN_AUDIENCE,
+            options={"require": ["iss", "aud", "sub", "email", "role", "exp"]},
         )
         return Principal(id=claims["sub"], email=claims["email"], role=claims["role"], token=token)
     except (jwt.InvalidTokenError, ValueError) as exc:

@@ -4,7 +4,7 @@ import logging
 
 from pymongo.errors import DuplicateKeyError
 
-from functions.common.auth import hash_password
+from functions.common.auth import hash_password, verify_password
 from functions.common.settings import get_settings
 from functions.users.models import User
 
@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_admin() -> None:
-    """Create the admin account if it is missing; never touches an existing account.
+    """Create the admin account if it is missing; if it exists, give it SHOP_ADMIN_PASSWORD when
+    that changed (rotating the password is changing the variable and restarting users).
 
     Safe when several replicas start at once: the unique e-mail index lets one insert win and
     the others find the account already there.
@@ -37,3 +38,8 @@ async def ensure_admin() -> None:
     if existing is not None and existing.role != "admin":
         # Promoting it would hand admin rights to whoever registered that e-mail first.
         log.error("SHOP_ADMIN_EMAIL %s belongs to a customer account; no admin was created", email)
+    elif existing is not None and not await verify_password(existing.passwordHash, settings.admin_password):
+        await User.get_pymongo_collection().update_one(
+            {"_id": existing.id, "role": "admin"}, {"$set": {"passwordHash": await hash_password(settings.admin_password)}}
+        )
+        log.warning("the admin account %s has a new password (SHOP_ADMIN_PASSWORD changed)", email)

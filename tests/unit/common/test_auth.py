@@ -52,8 +52,9 @@ async def test_a_burst_of_hashes_runs_a_bounded_number_at_once(monkeypatch):
 
 def test_a_token_carries_sub_email_and_role_for_one_hour():
     token = issue_token("u1", "ana@example.com", "admin")
-    claims = jwt.decode(token, get_settings().jwt_secret, algorithms=["HS256"])
+    claims = jwt.decode(token, get_settings().jwt_secret, algorithms=["HS256"], audience="the-shop/api")
     assert (claims["sub"], claims["email"], claims["role"]) == ("u1", "ana@example.com", "admin")
+    assert (claims["iss"], claims["aud"]) == ("the-shop/users", "the-shop/api")
     assert claims["exp"] - claims["iat"] == 3600
     principal = decode_token(token)
     assert (principal.id, principal.email, principal.role, principal.token) == ("u1", "ana@example.com", "admin", token)
@@ -62,10 +63,14 @@ def test_a_token_carries_sub_email_and_role_for_one_hour():
 
 def _token(secret: str | None = None, **claims) -> str:
     issued = datetime.now(UTC)
-    payload = {"sub": "u1", "email": "ana@example.com", "role": "customer", "iat": issued,
-               "exp": issued + timedelta(hours=1), **claims}  # fmt: skip
+    payload = {"iss": "the-shop/users", "aud": "the-shop/api", "sub": "u1", "email": "ana@example.com",
+               "role": "customer", "iat": issued, "exp": issued + timedelta(hours=1), **claims}  # fmt: skip
     payload = {k: v for k, v in payload.items() if v is not None}
     return jwt.encode(payload, secret or get_settings().jwt_secret, algorithm="HS256")
+
+
+def test_a_well_formed_token_of_ours_is_accepted():
+    assert decode_token(_token()).id == "u1"  # the helper's defaults: the bad cases below differ by one claim
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,10 @@ def _token(secret: str | None = None, **claims) -> str:
         _token(role=None),  # no role
         _token(email=None),  # no email
         _token(role="superuser"),  # no such role
+        _token(iss="another-system"),  # signed elsewhere with the same secret
+        _token(aud="another-api"),  # ours, but for something else
+        _token(iss=None),  # no issuer
+        _token(aud=None),  # no audience
         "not-a-jwt",
     ],
 )

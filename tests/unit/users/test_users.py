@@ -190,7 +190,7 @@ async def test_login_returns_a_token_and_publishes_user_login(client, dapr):
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert data["user"] == registered
-    claims = jwt.decode(data["token"], get_settings().jwt_secret, algorithms=["HS256"])
+    claims = jwt.decode(data["token"], get_settings().jwt_secret, algorithms=["HS256"], audience="the-shop/api")
     assert claims["sub"] == registered["id"] and claims["email"] == body["email"] and claims["role"] == "customer"
     assert claims["exp"] - claims["iat"] == 3600
     [event] = [e for e in dapr.events("user_login") if e["data"]["userId"] == registered["id"]]
@@ -243,7 +243,8 @@ async def test_the_admin_account_exists_after_start_and_can_log_in(client, dapr)
     assert response.status_code == 200, response.text
     user = response.json()["data"]["user"]
     assert user["role"] == "admin" and user["email"] == settings.admin_email and user["phone"] is None
-    assert jwt.decode(response.json()["data"]["token"], settings.jwt_secret, algorithms=["HS256"])["role"] == "admin"
+    token = response.json()["data"]["token"]
+    assert jwt.decode(token, settings.jwt_secret, algorithms=["HS256"], audience="the-shop/api")["role"] == "admin"
     assert [e["data"]["email"] for e in dapr.events("user_login")] == [settings.admin_email]
     raw = await User.get_pymongo_collection().find_one({"email": settings.admin_email})
     assert "phone" not in raw  # absent, so the sparse unique index leaves every phone free
@@ -306,3 +307,18 @@ async def test_a_name_with_control_characters_is_refused_and_saves_nothing(clien
         assert response.status_code == 422 and "control characters" in response.json()["message"], response.text
         assert await User.find_one(User.email == body["email"]) is None
     assert dapr.published == []
+
+
+async def test_a_changed_admin_password_in_the_environment_replaces_the_old_one(client, admin_email, monkeypatch):
+    """Rotating the admin's password is changing SHOP_ADMIN_PASSWORD and restarting users."""
+    email = f"boss.{uuid.uuid4().hex[:8]}@example.com"
+    admin_email(email)
+    await ensure_admin()
+    monkeypatch.setenv("SHOP_ADMIN_PASSWORD", "a-rotated-admin-password")
+    get_settings.cache_clear()
+    await ensure_admin()
+
+    old = await client.post("/api/users/login", json={"email": email, "password": "admin-local-password"})
+    new = await client.post("/api/users/login", json={"email": email, "password": "a-rotated-admin-password"})
+    assert (old.status_code, new.status_code) == (401, 200)
+    assert new.json()["data"]["user"]["role"] == "admin"
