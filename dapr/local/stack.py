@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -90,11 +91,32 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         raise SystemExit(f"failed: {' '.join(cmd)}")
 
 
+PROGRESS_SECONDS = 20.0
+
+
 def go_build(module_dir: Path, target: Path, package: str, *extra: str) -> None:
-    """Build into a temporary name, then rename: an interrupted build never looks finished."""
+    """Build into a temporary name, then rename: an interrupted build never looks finished.
+    A cold build takes minutes: every PROGRESS_SECONDS it says how long so far, how many modules
+    it downloaded and how many packages it compiled (`go build -v` names each one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    run(["go", "build", "-trimpath", *extra, "-o", str(partial), package], cwd=module_dir)
+    cmd = ["go", "build", "-v", "-trimpath", *extra, "-o", str(partial), package]
+    started = time.monotonic()
+    process = subprocess.Popen(cmd, cwd=module_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    while process.poll() is None:
+        reader.join(timeout=PROGRESS_SECONDS)
+        if process.poll() is None:
+            downloaded = sum(1 for line in lines if line.startswith("go: downloading"))
+            compiled = sum(1 for line in lines if not line.startswith("go: "))
+            say(f"  {target.parent.name}: {time.monotonic() - started:.0f}s, "
+                f"{downloaded} modules downloaded, {compiled} packages compiled")
+    reader.join()
+    if process.returncode != 0:
+        sys.stderr.write("".join(lines[-60:]))
+        raise SystemExit(f"failed: {' '.join(cmd)}")
     partial.rename(target)
 
 
