@@ -280,15 +280,18 @@ def test_a_double_click_on_checkout_without_a_key_makes_one_order_and_one_charge
     token = customer["token"]
     add_to_cart(token, product["id"], 2)
 
-    def checkout() -> tuple[int, str]:
+    def checkout() -> tuple[int, str | None]:
         with api("payments") as payments:
             response = payments.post("/api/orders", headers=bearer(token), json={"paymentMethod": {"token": "tok_visa"}})
-        return response.status_code, response.json()["data"]["orderId"]
+        return response.status_code, (response.json().get("data") or {}).get("orderId")
 
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: checkout(), range(3)))
-    assert sorted(code for code, _ in answers) == [200, 200, 202], answers
-    [order_id] = {order_id for _, order_id in answers}
+    # One 202; a click that read the cart before the checkout emptied it gets that order again
+    # (200), one that read it after finds it empty (422). Never a second order.
+    codes = sorted(code for code, _ in answers)
+    assert codes.count(202) == 1 and set(codes) <= {200, 202, 422}, answers
+    [order_id] = {order_id for code, order_id in answers if code in (200, 202)}
     assert settled(token, order_id)["status"] == "invoiced"
     with api("payments") as payments:
         assert len(payments.get("/api/orders", headers=bearer(token)).json()["data"]) == 1
