@@ -94,7 +94,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
 PROGRESS_SECONDS = 20.0
 
 
-def go_build(module_dir: Path, target: Path, package: str, *extra: str) -> None:
+def go_build(module_dir: Path, target: Path, package: str, *extra: str, env: dict[str, str] | None = None) -> None:
     """Build into a temporary name, then rename: an interrupted build never looks finished.
     A cold build takes minutes: every PROGRESS_SECONDS it says how long so far, how many modules
     it downloaded and how many packages it compiled (`go build -v` names each one)."""
@@ -102,7 +102,9 @@ def go_build(module_dir: Path, target: Path, package: str, *extra: str) -> None:
     partial = target.with_suffix(".partial")
     cmd = ["go", "build", "-v", "-trimpath", *extra, "-o", str(partial), package]
     started = time.monotonic()
-    process = subprocess.Popen(cmd, cwd=module_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=module_dir, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()

@@ -40,6 +40,8 @@ from pathlib import Path
 K8S = Path(__file__).resolve().parents[1]
 ROOT = K8S.parent
 TOOLS = K8S / "tools"
+sys.path.insert(0, str(ROOT / "dapr" / "local"))
+import stack  # noqa: E402 - the local stack's Go build, shared
 CACHE = Path(os.environ.get("SHOP_CACHE", Path.home() / ".cache" / "the-shop")).expanduser()
 
 
@@ -74,21 +76,14 @@ APISERVER = CACHE / f"shop-apiserver-v{KUBERNETES_VERSION}-{source_stamp(TOOLS /
 
 
 def go_build(module_dir: Path, target: Path, version: str) -> None:
-    """Build into a temporary name, then rename: an interrupted build never looks finished."""
+    """The local stack's build (dapr/local/stack.py): into a temporary name then renamed, with a
+    progress line every 20 s, as a cold build of the API server takes minutes."""
     if shutil.which("go") is None:
         raise SystemExit(f"building {target.name} needs Go (>= the go line of {module_dir}/go.mod)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     started = time.monotonic()
     stamp = f"-X k8s.io/component-base/version.gitVersion=v{version}"
     stamp += f" -X k8s.io/client-go/pkg/version.gitVersion=v{version}"
-    subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags=-s -w " + stamp, "-o", str(partial), "."],
-        cwd=module_dir,
-        check=True,
-        env={**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false"},
-    )
-    partial.rename(target)
+    stack.go_build(module_dir, target, ".", "-ldflags=-s -w " + stamp, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
     say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 
