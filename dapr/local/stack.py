@@ -39,7 +39,6 @@ BUILD = Path(__file__).resolve().parent / "build"
 CACHE = Path(os.environ.get("SHOP_CACHE", Path.home() / ".cache" / "the-shop")).expanduser()
 STATE = ROOT / ".dapr"
 LOGS = STATE / "logs"
-RUN_FILE = ROOT / "dapr" / "dapr.yaml"
 
 KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, PG_PORT = 9092, 9093, 27017, 5433
 FUNCTIONS = {"users": 8001, "products": 8002, "cart": 8003, "payments": 8004, "notifications": 8005}
@@ -502,11 +501,7 @@ def dapr_env() -> dict[str, str]:
 
 
 def functions_ready() -> dict[str, bool]:
-    return {
-        name: http_ok(f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/healthz")
-        and http_ok(f"http://127.0.0.1:{port}/readyz")
-        for name, port in FUNCTIONS.items()
-    }
+    return {name: function_ready(name) for name in FUNCTIONS}
 
 
 # --- the functions: one `dapr run` each, kept running by a supervisor -----------------------------

@@ -9,13 +9,7 @@ from pymongo.errors import DuplicateKeyError
 from functions.cart import APP_ID
 from functions.cart.catalogue import is_product_id, product_info
 from functions.cart.models import Cart, CartLine
-from functions.cart.schemas import (
-    MAX_LINES,
-    MAX_QUANTITY,
-    AddItem,
-    CartOut,
-    ChangeQuantity,
-)
+from functions.cart.schemas import MAX_LINES, MAX_QUANTITY, AddItem, CartOut, ChangeQuantity
 from functions.common import outbox
 from functions.common.auth import CurrentUser
 from functions.common.clock import now

@@ -8,7 +8,8 @@ app = create_app(
     app_id=APP_ID,
     title="notifications",
     description=(
-        "The shop's e-mails, one per event: `welcome_flow`, `cart_removals`, `invoice_processing` (the invoice, rendered here from its lines and amounts), `email_notification`. "
+        "The shop's e-mails, one per event: `welcome_flow`, `cart_removals`, `invoice_processing` "
+        "(the invoice, rendered here from its lines and amounts), `email_notification`. "
         "Sent through SendGrid when SENDGRID_API_KEY is set, otherwise kept here (status `outboxed`)."
     ),
     models=[Email],

@@ -1,12 +1,7 @@
 """One handler per topic; each renders its template and sends through `send_once`."""
 
 from functions.common.consumers import EventContext, Subscriptions
-from functions.common.contracts import (
-    CartItemRemoved,
-    EmailRequested,
-    InvoiceProcessing,
-    UserRegistered,
-)
+from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, UserRegistered
 from functions.common.money import money_text
 from functions.notifications import APP_ID
 from functions.notifications.sending import send_once
@@ -50,7 +45,7 @@ async def send_invoice_email(event: InvoiceProcessing, context: EventContext) ->
             "invoiceNumber": event.invoiceNumber,
             "lines": [
                 {"name": line.name, "quantity": line.quantity, "unitPrice": money_text(line.unitPriceCents),
-                 "lineTotal": money_text(line.unitPriceCents * line.quantity)}
+                 "lineTotal": money_text(line.line_total_cents)}
                 for line in event.lines
             ],
             "subtotal": money_text(event.subtotalCents),

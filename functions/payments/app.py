@@ -1,13 +1,6 @@
 from functions.common.web import create_app
 from functions.payments import APP_ID
-from functions.payments.models import (
-    InvoiceNumber,
-    InvoiceSequence,
-    MailRequest,
-    Order,
-    Payment,
-    SimulatedCharge,
-)
+from functions.payments.models import InvoiceNumber, InvoiceSequence, MailRequest, Order, Payment, SimulatedCharge
 from functions.payments.routes import router
 from functions.payments.subscriptions import subscriptions
 

@@ -11,22 +11,9 @@ from functions.common.settings import get_settings
 from functions.common.web import Envelope
 from functions.payments import APP_ID
 from functions.payments.models import MailRequest, Order, Transition
-from functions.payments.pricing import (
-    amounts,
-    cart_version,
-    latest_change,
-    price_lines,
-    read_cart,
-)
+from functions.payments.pricing import amounts, cart_version, latest_change, price_lines, read_cart
 from functions.payments.saga import find_order
-from functions.payments.schemas import (
-    FactureRequest,
-    IdempotencyKey,
-    MailQueued,
-    OrderOut,
-    OrderPlaced,
-    PlaceOrder,
-)
+from functions.payments.schemas import FactureRequest, IdempotencyKey, MailQueued, OrderOut, OrderPlaced, PlaceOrder
 
 router = APIRouter(prefix="/api", tags=["orders"])
 

@@ -17,12 +17,7 @@ from functions.payments import APP_ID
 from functions.payments.invoicing import allocate_invoice_number, build_invoice
 from functions.payments.models import Order, OrderStatus
 from functions.payments.processor import TransientPaymentError
-from functions.payments.saga import (
-    charge_once,
-    count_failed_charge,
-    load_order,
-    transition,
-)
+from functions.payments.saga import charge_once, count_failed_charge, load_order, transition
 
 log = logging.getLogger(__name__)
 subscriptions = Subscriptions(APP_ID)

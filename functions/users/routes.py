@@ -5,12 +5,7 @@ from fastapi import APIRouter, HTTPException, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
-from functions.common.auth import (
-    CurrentUser,
-    hash_password,
-    issue_token,
-    verify_password,
-)
+from functions.common.auth import CurrentUser, hash_password, issue_token, verify_password
 from functions.common.clock import now
 from functions.common.contracts import UserLoggedIn, UserRegistered
 from functions.common.outbox import PendingEvent

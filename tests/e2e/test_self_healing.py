@@ -9,13 +9,7 @@ import signal
 import time
 
 from tests.e2e.shop import api, bearer, emails, eventually, new_customer, process_of
-from tests.e2e.test_shop_flows import (
-    FINAL,
-    add_to_cart,
-    create_product,
-    place_order,
-    settled,
-)
+from tests.e2e.test_shop_flows import FINAL, add_to_cart, create_product, place_order, settled
 from tests.stack import stack
 
 

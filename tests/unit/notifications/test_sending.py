@@ -10,13 +10,7 @@ import httpx
 
 from functions.common.clock import now
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import (
-    CartItemRemoved,
-    EmailRequested,
-    InvoiceProcessing,
-    OrderLine,
-    UserRegistered,
-)
+from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, OrderLine, UserRegistered
 from functions.common.settings import get_settings
 from functions.notifications.models import Email
 from functions.notifications.subscriptions import (

@@ -9,12 +9,7 @@ from beanie import PydanticObjectId
 from functions.common.consumers import EventContext
 from functions.common.contracts import OrderLine, PaymentProcessed
 from functions.payments.invoicing import allocate_invoice_number
-from functions.payments.models import (
-    InvoiceNumber,
-    InvoiceSequence,
-    Order,
-    Transition,
-)
+from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, Transition
 from functions.payments.subscriptions import invoice_paid_order
 
 # A year of its own, so other tests' invoices (this year's) do not interleave.
