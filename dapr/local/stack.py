@@ -178,6 +178,37 @@ def provision_kafka() -> None:
         partial.rename(KAFKA_LIBS)
 
 
+ATOMIC_MONGO_BUILD = BUILD / "atomic-mongo"
+ATOMIC_MONGO_VERSION = re.search(
+    r"<mongo-java-server.version>(.+?)</mongo-java-server.version>", (ATOMIC_MONGO_BUILD / "pom.xml").read_text()
+).group(1)
+_ATOMIC_MONGO_MAIN = ATOMIC_MONGO_BUILD / "src" / "main" / "java" / "theshop" / "atomicmongo" / "Main.java"
+ATOMIC_MONGO = CACHE / (
+    f"atomic-mongo-{ATOMIC_MONGO_VERSION}-"
+    + hashlib.sha256(_ATOMIC_MONGO_MAIN.read_bytes() + (ATOMIC_MONGO_BUILD / "pom.xml").read_bytes()).hexdigest()[:8]
+)
+
+
+def provision_atomic_mongo() -> None:
+    """The replica race's database (dapr/local/build/atomic-mongo): jars from Maven Central and
+    our small main, compiled into the cache."""
+    if ATOMIC_MONGO.exists():
+        return
+    with step(f"mongo-java-server {ATOMIC_MONGO_VERSION} (the replica race's atomic database): jars + javac"):
+        partial = ATOMIC_MONGO.with_name(ATOMIC_MONGO.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
+             f"-DoutputDirectory={partial / 'libs'}"], cwd=ATOMIC_MONGO_BUILD)
+        run(["javac", "-d", str(partial / "classes"), "-cp", f"{partial / 'libs'}/*", str(_ATOMIC_MONGO_MAIN)], cwd=ROOT)
+        partial.rename(ATOMIC_MONGO)
+
+
+def atomic_mongo_cmd(port: int) -> list[str]:
+    """An in-memory Mongo-wire server on 127.0.0.1:`port` that applies each update atomically."""
+    return [java(), "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp", f"{ATOMIC_MONGO / 'classes'}:{ATOMIC_MONGO / 'libs'}/*", "theshop.atomicmongo.Main", str(port)]
+
+
 def postgres_bin() -> Path:
     """Debian's PostgreSQL server programs (package `postgresql`), the newest installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
@@ -197,12 +228,14 @@ PROVISIONERS = {
     "daprd": provision_daprd,
     "cli": provision_cli,
 }
+# Parts only some suites need: provisioned by name (`provision(["atomic-mongo"])`), not by `up`.
+OPTIONAL_PROVISIONERS = {"atomic-mongo": provision_atomic_mongo}
 
 
 def provision(parts: list[str] | None = None) -> None:
     started = time.monotonic()
     for name in parts or PROVISIONERS:
-        PROVISIONERS[name]()
+        (PROVISIONERS | OPTIONAL_PROVISIONERS)[name]()
     say(f"provisioned in {time.monotonic() - started:.1f}s (cache: {CACHE})")
 
 
@@ -336,27 +369,36 @@ def java() -> str:
     return str(Path(home) / "bin" / "java") if home else "java"
 
 
+def kafka_config(data: Path, port: int = KAFKA_PORT, controller_port: int = KAFKA_CONTROLLER_PORT) -> str:
+    """server.properties for a single-node KRaft broker+controller on loopback, its log in `data`."""
+    text = (Path(__file__).parent / "kafka" / "server.properties").read_text().replace("@DATA_DIR@", str(data / "log"))
+    return text.replace(":9093", f":{controller_port}").replace(":9092", f":{port}")
+
+
+def kafka_cmd(config: Path, data: Path) -> list[str]:
+    """The broker's command line; formats its storage in `data` first if that is new."""
+    classpath = f"{KAFKA_LIBS}/*"
+    log4j = f"-Dlog4j2.configurationFile={Path(__file__).parent / 'kafka' / 'log4j2.yaml'}"
+    if not (data / "log" / "meta.properties").exists():
+        cluster_id = subprocess.run(
+            [java(), "-cp", classpath, log4j, "kafka.tools.StorageTool", "random-uuid"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        run([java(), "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(config), "--ignore-formatted"], cwd=ROOT)
+    return [java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            log4j, "-cp", classpath, "kafka.Kafka", str(config)]
+
+
 def start_kafka() -> None:
     if port_open(KAFKA_PORT):
         say(f"Kafka already listening on 127.0.0.1:{KAFKA_PORT}")
         return
     data = STATE / "kafka"
     config = STATE / "kafka.properties"
-    config.write_text(
-        (Path(__file__).parent / "kafka" / "server.properties").read_text().replace("@DATA_DIR@", str(data / "log"))
-    )
-    classpath = f"{KAFKA_LIBS}/*"
-    log4j = f"-Dlog4j2.configurationFile={Path(__file__).parent / 'kafka' / 'log4j2.yaml'}"
+    config.write_text(kafka_config(data))
     with step("Kafka: start single-node KRaft broker+controller on 127.0.0.1"):
-        if not (data / "log" / "meta.properties").exists():
-            cluster_id = subprocess.run(
-                [java(), "-cp", classpath, log4j, "kafka.tools.StorageTool", "random-uuid"],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip().splitlines()[-1]
-            run([java(), "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(config), "--ignore-formatted"], cwd=ROOT)
-        spawn("kafka", [java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                        log4j, "-cp", classpath, "kafka.Kafka", str(config)])
+        spawn("kafka", kafka_cmd(config, data))
         wait_for_port(KAFKA_PORT, timeout=90)
 
 

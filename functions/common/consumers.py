@@ -7,9 +7,10 @@ A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside th
 
 import hmac
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
@@ -42,7 +43,9 @@ def hour_bucket(at: datetime) -> str:
 
 
 class ProcessedEvent(Document):
-    """Inbox: one record per (handler, event id) handled, so a redelivery changes nothing."""
+    """Inbox: one record per event a function handled (or is handling), so a redelivery changes
+    nothing. Its id is `inbox_key(topic, event id)`; each function has a database of its own, so
+    the key is (function, topic, event id) in effect."""
 
     id: str
     topic: str
@@ -50,6 +53,10 @@ class ProcessedEvent(Document):
     # Pruned by equality on this bucket (an index serves it on FerretDB, which pushes down
     # equalities only; a range on processedAt would scan the collection).
     processedHour: str = ""
+    # "handling" while a delivery holds the claim (until `claimedUntil`); "done" once handled.
+    state: Literal["handling", "done"] = "done"
+    claim: str | None = None
+    claimedUntil: datetime | None = None
 
     @model_validator(mode="after")
     def _bucket(self) -> "ProcessedEvent":
@@ -59,6 +66,63 @@ class ProcessedEvent(Document):
     class Settings:
         name = "processed_events"
         indexes = [IndexModel("processedHour", name="processed_hour")]  # for forget_old_events
+
+
+def inbox_key(topic: str, event_id: str) -> str:
+    return f"{topic}:{event_id}"
+
+
+# A delivery claims its event in the inbox before handling it (one unique insert: of two racing
+# deliveries, on one replica or two, one wins), and marks it done after. A delivery that meets a
+# live claim answers RETRY (Dapr redelivers after its backoff, and then finds it done); one that
+# meets an expired claim (its holder died mid-handler) takes it over. The claim is far shorter
+# than the redelivery window of dapr/resiliency.yaml (~26 s), so a crashed holder never sends an
+# event to the dead letter; a slow holder overtaken is harmless, every handler being idempotent.
+INBOX_CLAIM_SECONDS = 10.0
+DONE, BUSY = "done", "busy"
+
+
+async def _claim(key: str, topic: str) -> str:
+    """A claim token of our own on the event, or DONE (handled already) or BUSY (being handled)."""
+    token, at = uuid.uuid4().hex, now()
+    until = at + timedelta(seconds=INBOX_CLAIM_SECONDS)
+    inbox = ProcessedEvent.get_pymongo_collection()
+    try:
+        await inbox.insert_one({"_id": key, "topic": topic, "processedAt": at, "processedHour": hour_bucket(at),
+                                "state": "handling", "claim": token, "claimedUntil": until})
+        return token
+    except DuplicateKeyError:
+        pass
+    taken = await inbox.update_one(
+        {"_id": key, "state": "handling", "claimedUntil": {"$lt": at}}, {"$set": {"claim": token, "claimedUntil": until}}
+    )
+    if taken.matched_count:
+        return token
+    found = await inbox.find_one({"_id": key}, {"state": 1})
+    return DONE if found is not None and found.get("state", "done") == "done" else BUSY
+
+
+async def _finish(key: str, token: str) -> None:
+    """Mark the event handled. If this write fails the handler's work stands; the claim expires
+    and a redelivery runs the (idempotent) handler once more."""
+    at = now()
+    try:
+        await ProcessedEvent.get_pymongo_collection().update_one(
+            {"_id": key, "claim": token},
+            {"$set": {"state": "done", "processedAt": at, "processedHour": hour_bucket(at)},
+             "$unset": {"claim": "", "claimedUntil": ""}},
+        )
+    except Exception:  # noqa: BLE001 - the event was handled: its answer is SUCCESS regardless
+        log.exception("inbox: could not mark %s done; a redelivery will find its claim expired", key)
+
+
+async def _give_up(key: str, token: str) -> None:
+    """The handler failed: drop the claim, so the redelivery (or a replay) handles it at once
+    (if this write fails, at the claim's expiry)."""
+    try:
+        await ProcessedEvent.get_pymongo_collection().delete_one({"_id": key, "claim": token})
+    except Exception:  # noqa: BLE001 - the claim expires on its own
+        log.exception("inbox: could not drop the claim on %s", key)
 
 
 class InboxPruning(Document):
@@ -158,20 +222,23 @@ async def deliver(event_type: type[IntegrationEvent], func: Handler, cloud_event
         log.error("dropping malformed %s event: %s", event_type.topic, exc)
         return "DROP"
 
-    inbox_id = f"{func.__name__}:{context.id}"
-    if await ProcessedEvent.get(inbox_id) is not None:
+    key = inbox_key(context.topic, context.id)
+    token = await _claim(key, context.topic)
+    if token == DONE:
         log.info("%s already handled %s; skipping", func.__name__, context.id)
         return "SUCCESS"
+    if token == BUSY:
+        log.info("%s: %s is being handled by another delivery; retry later", func.__name__, context.id)
+        return "RETRY"
     try:
         await func(event, context)
     except PermanentError as exc:
         log.error("%s dropped %s: %s", func.__name__, context.id, exc)
+        await _give_up(key, token)
         return "DROP"
     except Exception:  # noqa: BLE001 - anything else may pass: let Dapr retry, then dead-letter
         log.exception("%s failed on %s; asking Dapr to retry", func.__name__, context.id)
+        await _give_up(key, token)
         return "RETRY"
-    try:
-        await ProcessedEvent(id=inbox_id, topic=context.topic, processedAt=now()).insert()
-    except DuplicateKeyError:
-        pass
+    await _finish(key, token)
     return "SUCCESS"

@@ -8,12 +8,11 @@ in between, the sweep publishes it later; the CloudEvent id stays the same, so c
 already saw it skip it.
 """
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, AsyncContextManager
 
 from beanie import Document
 from pydantic import BaseModel, Field
@@ -96,18 +95,20 @@ class HasOutbox(BaseModel):
 
 
 _write_locks = KeyedLocks()
-_relay_locks = KeyedLocks()
+# Not a workaround: one relay per document at a time in this process spares double publishing.
+_relay_locks = KeyedLocks(isolation_workaround=False)
 
 
-def write_lock(model: type[Document], doc_id: Any) -> asyncio.Lock:
+def write_lock(model: type[Document], doc_id: Any) -> AsyncContextManager:
     """This process's lock for updates of one stored document.
 
     FerretDB 1.x (the local database) applies an update as read-modify-write of the whole
     document without isolation, so of two concurrent updates of one document one can be lost
     (measured: 20 concurrent `$set`s of distinct fields kept one). The relay's `$pull` takes this
     lock; a function that takes it around its own updates of a document with an outbox cannot have
-    its change or its staged event overwritten by the pull. MongoDB needs no lock; across
-    replicas the conditional filters decide. Not reentrant: flush after releasing it.
+    its change or its staged event overwritten by the pull. MongoDB needs no lock
+    (SHOP_DOCUMENT_LOCKS=false); across replicas the conditional filters decide. Not reentrant:
+    flush after releasing it.
     """
     return _write_locks((model.get_collection_name(), str(doc_id)))
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # sends the app on every call (checked on the subscription routes). Both secrets.
     dapr_api_token: str = Field("", alias="DAPR_API_TOKEN")
     app_api_token: str = Field("", alias="APP_API_TOKEN")
+    # In-process locks around every update of a document: a workaround for FerretDB, which does
+    # not isolate updates (functions/common/locks.py). Off only on a database that applies each
+    # conditional update atomically (MongoDB), e.g. to prove that several replicas need none.
+    document_locks: bool = Field(True, alias="SHOP_DOCUMENT_LOCKS")
     # How often the outbox relay looks for events a crashed process left unpublished.
     outbox_sweep_seconds: float = Field(5.0, alias="SHOP_OUTBOX_SWEEP_SECONDS")
     # How long a handled event's id is remembered (the inbox). Past Kafka's retention (7 days by

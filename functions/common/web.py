@@ -122,12 +122,15 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     subscriptions: Subscriptions | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    jobs: Sequence[Periodic] = (),
 ) -> FastAPI:
+    """`jobs`: the function's own background jobs, run beside the outbox sweep and inbox pruning."""
     check_secrets()
     settings = get_settings()
     jobs = [
         OutboxRelay([m for m in models if issubclass(m, HasOutbox)], settings.outbox_sweep_seconds).periodic,
         Periodic("inbox pruning", forget_old_events, INBOX_PRUNE_SECONDS),
+        *jobs,
     ]
 
     @asynccontextmanager

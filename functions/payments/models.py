@@ -126,6 +126,7 @@ class SimulatedCharge(Document):
     currency: str
     approved: bool
     reason: str | None = None
+    refunded: bool = False
     createdAt: datetime = Field(default_factory=now)
 
     class Settings:

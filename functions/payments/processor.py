@@ -35,6 +35,10 @@ class CardProcessor(Protocol):
         not be decided now."""
         ...
 
+    async def refund(self, *, idempotency_key: str) -> None:
+        """Give back the charge made under this key, if any (once)."""
+        ...
+
 
 class SimulatedCardProcessor:
     """Test cards: `tok_visa` pays, `tok_declined` is declined, `tok_error` fails transiently
@@ -85,6 +89,12 @@ class SimulatedCardProcessor:
             charge = await SimulatedCharge.get(idempotency_key)
         self._attempts.pop(idempotency_key, None)
         return _result(charge)
+
+
+    async def refund(self, *, idempotency_key: str) -> None:
+        await SimulatedCharge.get_pymongo_collection().update_one(
+            {"_id": idempotency_key, "approved": True}, {"$set": {"refunded": True}}
+        )
 
 
 def _result(charge: SimulatedCharge) -> ChargeResult:

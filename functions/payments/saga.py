@@ -26,7 +26,7 @@ from functions.common.ids import parse_object_id
 from functions.common.outbox import PendingEvent, write_lock
 from functions.payments import APP_ID
 from functions.payments.models import Order, OrderStatus, Payment, Transition
-from functions.payments.processor import get_processor
+from functions.payments.processor import CardProcessor, get_processor
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,9 @@ async def charge_once(order: Order) -> Payment:
 
     A Payment already recorded is the answer. Otherwise the processor is asked (it answers a key
     it has seen with its first result, covering a crash between its charge and our record) and
-    its result is recorded; the unique id keeps one record when two deliveries race.
-    TransientPaymentError propagates: the handler answers RETRY.
+    its result is recorded. The record's unique id decides between racing deliveries: the first
+    recorded result stands, and a charge that lost to a recorded failure (`give_up_charging` by
+    another delivery) is refunded. TransientPaymentError propagates: the handler answers RETRY.
     """
     order_id = str(order.id)
     recorded = await Payment.get(order_id)
@@ -122,8 +123,25 @@ async def charge_once(order: Order) -> Payment:
         amountCents=order.totalCents,
         currency=order.currency,
     )
+    return await _record(payment, processor)
+
+
+async def give_up_charging(order: Order, reason: str) -> Payment:
+    """Record that the order's payment failed without an answer from the processor (its attempts
+    spent), unless a result was recorded first: then that one stands."""
+    processor = get_processor()
+    payment = Payment(id=str(order.id), provider=processor.name, chargeId="", status="declined", reason=reason,
+                      amountCents=order.totalCents, currency=order.currency)
+    return await _record(payment, processor)
+
+
+async def _record(payment: Payment, processor: CardProcessor) -> Payment:
     try:
         await payment.insert()
+        return payment
     except DuplicateKeyError:
-        payment = await Payment.get(order_id)
-    return payment
+        recorded = await Payment.get(payment.id)
+    if payment.status == "approved" and recorded.status != "approved":
+        log.warning("order %s: charged after its payment was recorded as failed; refunding", payment.id)
+        await processor.refund(idempotency_key=payment.id)
+    return recorded

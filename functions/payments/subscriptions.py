@@ -17,7 +17,7 @@ from functions.payments import APP_ID
 from functions.payments.invoicing import allocate_invoice_number, build_invoice
 from functions.payments.models import Order, OrderStatus
 from functions.payments.processor import TransientPaymentError
-from functions.payments.saga import charge_once, count_failed_charge, load_order, transition
+from functions.payments.saga import charge_once, count_failed_charge, give_up_charging, load_order, transition
 
 log = logging.getLogger(__name__)
 subscriptions = Subscriptions(APP_ID)
@@ -43,11 +43,13 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
         attempts = await count_failed_charge(order.id)
         if attempts < get_settings().payment_max_attempts:
             raise
-        # A real provider's timeout may hide a charge made under the order id (the idempotency
-        # key): no payment is recorded here, so reconciliation with the provider settles it.
+        # Recorded as failed first: a delivery still charging (another replica) then finds the
+        # failure recorded and refunds its charge. A real provider's timeout may hide a charge
+        # made under the order id (the idempotency key): reconciliation with the provider
+        # settles that one.
         log.error("order %s: the processor failed %d times; failing its payment", order.id, attempts)
-        await fail_payment(order, context, f"Payment processor unavailable after {attempts} attempts")
-        return
+        payment = await give_up_charging(order, f"Payment processor unavailable after {attempts} attempts")
+        order = await load_order(event.orderId)  # now stock_reserved (this handler moved it)
     # One write from pending or stock_reserved; the history shows stock_reserved either way.
     passing = ("stock_reserved",) if order.status == "pending" else ()
     if payment.status == "approved":
@@ -61,7 +63,7 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
             events=[PaymentProcessed(orderId=str(order.id), paymentId=payment.chargeId, amountCents=payment.amountCents)],
         )
     else:
-        await fail_payment(order, context, payment.reason or "Payment declined", payment_id=payment.chargeId, passing=passing)
+        await fail_payment(order, context, payment.reason or "Payment declined", payment_id=payment.chargeId or None, passing=passing)
 
 
 async def fail_payment(

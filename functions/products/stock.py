@@ -1,25 +1,30 @@
 """Stock reservations for the order saga: all of an order's lines or none, never below zero.
 
 Each product keeps a hold per order in flight (`holds.<order>` = units). Taking units is one
-conditional update — enough stock and no hold for this order yet — that decrements the stock
-and writes the hold; giving them back is the reverse, conditional on the hold. So an order can
-take or give back a product's units only once, however often its events are redelivered and
-wherever a crash falls. The order's `StockReservation` records its lines and its outcome, and
-carries the outcome event in its outbox.
+conditional update (enough stock and no hold for this order yet) that decrements the stock and
+writes the hold; giving them back is the reverse, conditional on the hold. So an order takes or
+gives back a product's units only once, however often its events are redelivered.
 
-FerretDB 1.x (the local database) applies an update as read-modify-write without isolation, so
-two concurrent updates of one document can lose one of them; MongoDB makes each conditional
-update atomic. Every update of a product or a reservation here therefore holds that document's
-`outbox.write_lock` (the lock the outbox relay's pull takes too), which makes one replica
-correct on either database; across replicas the conditional filters are what keep stock from
-going negative, which needs MongoDB.
+The order's `StockReservation` decides: one conditional update from "reserving" to "reserved" or
+"rejected" (carrying the outcome event in its outbox), which exactly one delivery wins however many
+race, on one replica or several. The rules that keep stock right whatever interleaves:
+- while the reservation is "reserving" nobody gives holds back, so a "reserved" decision, taken
+  after every line was found held, is backed by every hold;
+- a delivery gives holds back only once the reservation says the order holds nothing
+  (`HOLDS_NOTHING`): the rejecter after winning, a cancellation after deciding "released" or
+  "cancelled", and any delivery that finds such a state (the loser of a race, a late redelivery)
+  — holds are given back by conditional updates, so doing it twice gives back nothing more;
+- a paid order drops its holds (units stay sold) before its reservation says "committed", so a
+  hold found after that is a stray one taken by a stale delivery, and goes back to stock.
+The database applies each conditional update atomically (MongoDB); on FerretDB (the local
+database, which does not isolate updates) the in-process locks make up for it (common/locks.py).
 """
 
-import asyncio
 import hashlib
 import logging
 import re
 from collections.abc import Iterable
+from typing import AsyncContextManager
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
@@ -35,21 +40,20 @@ from functions.products.models import Product, ReservedLine, StockReservation
 
 log = logging.getLogger(__name__)
 
-# One handler at a time per order in this process: a redelivery racing the first waits.
+# One handler at a time per order in this process: a redelivery racing the first waits (spares
+# work only; across replicas the rules above hold without it).
 _order_lock = KeyedLocks()
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# Reservation states in which the order may hold no units: any hold found then goes back.
+HOLDS_NOTHING = ("rejected", "cancelled", "released", "committed")
 
 
-class ReservationInProgress(Exception):
-    """The order's reservation is still being taken: handling its cancellation must wait (RETRY)."""
-
-
-def product_lock(product_id: PydanticObjectId) -> asyncio.Lock:
+def product_lock(product_id: PydanticObjectId) -> AsyncContextManager:
     """Held around every update of one product in this process (see the module docstring)."""
     return outbox.write_lock(Product, product_id)
 
 
-def _reservation_lock(order_id: str) -> asyncio.Lock:
+def _reservation_lock(order_id: str) -> AsyncContextManager:
     return outbox.write_lock(StockReservation, order_id)
 
 
@@ -110,6 +114,20 @@ async def _available(line: ReservedLine) -> bool:
     return await Product.find_one({"_id": product_id, "stock": {"$gte": line.quantity}}) is not None
 
 
+async def _give_back_holds(order_id: str, reservation: StockReservation) -> None:
+    """The order holds nothing: every hold of it still on a product goes back to stock."""
+    for line in reservation.lines:
+        await _drop_hold(order_id, line, restock=True)
+
+
+async def _set_state(order_id: str, expected: str, state: str) -> bool:
+    async with _reservation_lock(order_id):
+        changed = await StockReservation.get_pymongo_collection().update_one(
+            {"_id": order_id, "state": expected}, {"$set": {"state": state, "updatedAt": now()}}
+        )
+    return changed.matched_count > 0
+
+
 async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
     """Reserve every line of the order or none, and stage `stock_reserved` / `stock_rejected`."""
     async with _order_lock(order_id):
@@ -119,11 +137,14 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
         except DuplicateKeyError:
             reservation = await StockReservation.get(order_id)
             if reservation.state != "reserving":
-                # Decided already (or cancelled before it arrived): nothing changes; only make
-                # sure the outcome event left.
+                # Decided already (or cancelled before it arrived): only finish what a delivery
+                # that stopped half way may have left: its compensation, its outcome event.
+                if reservation.state in HOLDS_NOTHING:
+                    await _give_back_holds(order_id, reservation)
                 await outbox.flush(StockReservation, order_id)
                 return reservation
-            # "reserving": an earlier delivery stopped half way; its holds are found and kept.
+            # "reserving": an earlier delivery stopped half way, or another is at work; the holds
+            # either took are found and kept.
 
         short: list[str] = []
         for line in reservation.lines:
@@ -138,8 +159,6 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
             state, reason = "rejected", "The order has no lines"
             outcome = StockRejected(orderId=order_id, reason=reason)
         elif short:
-            for line in reservation.lines:  # compensate: give back whatever this order took
-                await _drop_hold(order_id, line, restock=True)
             names = [line.name for line in reservation.lines if line.productId in short]
             state, reason = "rejected", "Not enough stock for: " + ", ".join(names)
             outcome = StockRejected(orderId=order_id, reason=reason, productIds=short)
@@ -155,16 +174,23 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
                     {"$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()}}, pending
                 ),
             )
-        if not decided.matched_count:
-            # Only another replica handling the same order at the same moment gets here (this
-            # process serialises an order's handlers); its outcome stands, and is what is announced.
-            log.error("reservation %s was decided by another delivery; this outcome (%s) is dropped", order_id, state)
-        await outbox.flush(StockReservation, order_id, [pending] if decided.matched_count else None)
+        if decided.matched_count:
+            await outbox.flush(StockReservation, order_id, [pending])
+        else:
+            # Another delivery (a redelivery on another replica, a rebalance) or a cancellation
+            # decided first: its decision stands and this outcome is dropped.
+            state = (await StockReservation.get(order_id)).state
+            log.warning("reservation %s was decided (%s) by another delivery; this one's %s is dropped",
+                        order_id, state, outcome.topic)
+        if state in HOLDS_NOTHING:
+            await _give_back_holds(order_id, reservation)
         return await StockReservation.get(order_id)
 
 
 async def release(order_id: str) -> None:
-    """The order was cancelled: give back exactly what it holds, once."""
+    """The order was cancelled: give back exactly what it holds, once. The reservation says
+    "released" (or "cancelled", if it was still being taken) first, then the holds go back:
+    a delivery still taking units for it then finds it holds nothing and gives them back too."""
     async with _order_lock(order_id):
         reservation = await StockReservation.get(order_id)
         if reservation is None:
@@ -175,29 +201,55 @@ async def release(order_id: str) -> None:
                 return
             except DuplicateKeyError:
                 reservation = await StockReservation.get(order_id)
-        if reservation.state == "reserving":
-            raise ReservationInProgress(f"order {order_id} is still reserving stock")
+        if reservation.state == "reserving" and not await _set_state(order_id, "reserving", "cancelled"):
+            reservation = await StockReservation.get(order_id)  # decided meanwhile
+        if reservation.state == "reserved" and not await _set_state(order_id, "reserved", "released"):
+            reservation = await StockReservation.get(order_id)  # paid meanwhile
         if reservation.state == "committed":
             log.warning("order %s was cancelled after it was paid; its sold stock stays sold", order_id)
-        if reservation.state != "reserved":
-            return  # rejected orders already gave back their units; released ones did too
-        for line in reservation.lines:
-            await _drop_hold(order_id, line, restock=True)
-        async with _reservation_lock(order_id):
-            await StockReservation.get_pymongo_collection().update_one(
-                {"_id": order_id, "state": "reserved"}, {"$set": {"state": "released", "updatedAt": now()}}
-            )
+            return
+        await _give_back_holds(order_id, reservation)
 
 
 async def commit(order_id: str) -> None:
-    """The order was paid: its reserved units are sold; drop its holds."""
+    """The order was paid: its reserved units are sold. Its holds are dropped (units stay sold)
+    before the reservation says "committed" (see the module docstring)."""
     async with _order_lock(order_id):
         reservation = await StockReservation.get(order_id)
         if reservation is None or reservation.state != "reserved":
             return
         for line in reservation.lines:
             await _drop_hold(order_id, line, restock=False)
-        async with _reservation_lock(order_id):
-            await StockReservation.get_pymongo_collection().update_one(
-                {"_id": order_id, "state": "reserved"}, {"$set": {"state": "committed", "updatedAt": now()}}
-            )
+        await _set_state(order_id, "reserved", "committed")
+
+
+# How often products look for holds that no order in flight owns (see return_stray_holds).
+STRAY_HOLDS_SWEEP_SECONDS = 60.0
+
+
+async def return_stray_holds() -> int:
+    """Give back every hold whose order holds nothing (its reservation is in `HOLDS_NOTHING`):
+    units a stale delivery took after its order was decided, paid or cancelled (a redelivery
+    racing on another replica, a process paused mid-handler). Returns the units given back.
+    Holds of orders still reserving or reserved are left alone; a hold under a digest key (an
+    order id unfit for a field name) cannot be traced back and is only logged."""
+    returned = 0
+    products = Product.get_pymongo_collection()
+    async for product in products.find({"holds": {"$ne": {}}}, {"holds": 1}):
+        for key, units in (product.get("holds") or {}).items():
+            reservation = await StockReservation.get(key)
+            if reservation is None or reservation.state not in HOLDS_NOTHING:
+                if reservation is None:
+                    log.warning("product %s: hold %s (%s units) names no known order", product["_id"], key, units)
+                continue
+            hold = f"holds.{key}"
+            async with product_lock(product["_id"]):
+                given = await products.update_one(
+                    {"_id": product["_id"], hold: units},
+                    {"$unset": {hold: ""}, "$inc": {"stock": units}, "$set": {"updatedAt": now()}},
+                )
+            if given.matched_count:
+                log.warning("product %s: gave back %s units of stray hold %s (order %s)",
+                            product["_id"], units, key, reservation.state)
+                returned += units
+    return returned

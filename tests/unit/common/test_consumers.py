@@ -1,5 +1,6 @@
 """Topic handlers: inbox idempotency, SUCCESS / RETRY / DROP, and the Dapr subscription."""
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 
 from functions.common.clock import now
 from functions.common.consumers import (
+    INBOX_CLAIM_SECONDS,
     EventContext,
     InboxPruning,
     PermanentError,
@@ -17,6 +19,7 @@ from functions.common.consumers import (
     dead_letter_topic,
     deliver,
     forget_old_events,
+    inbox_key,
 )
 from functions.common.contracts import OrderCancelled, StockReserved
 from functions.common.settings import get_settings
@@ -54,7 +57,7 @@ async def test_a_handled_event_is_recorded_and_a_redelivery_skipped(database):
     [(event, context)] = recorder.calls
     assert event == StockReserved(orderId="o1")
     assert (context.id, context.topic, context.source) == (delivered["id"], "stock_reserved", "products")
-    inbox = await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}")
+    inbox = await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"]))
     assert inbox is not None and inbox.topic == "stock_reserved"
 
 
@@ -69,7 +72,7 @@ async def test_a_transient_failure_asks_for_a_retry_and_the_retry_is_handled(dat
     recorder = Recorder(RuntimeError("database hiccup"))
     delivered = cloud_event()
     assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
-    assert await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}") is None
+    assert await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"])) is None
     assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
     assert len(recorder.calls) == 2
 
@@ -78,7 +81,44 @@ async def test_a_permanent_failure_is_dropped_to_the_dead_letter(database):
     recorder = Recorder(PermanentError("unknown order"))
     delivered = cloud_event()
     assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "DROP"
-    assert await ProcessedEvent.get(f"handle_stock_reserved:{delivered['id']}") is None
+    assert await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"])) is None
+
+
+async def test_two_deliveries_of_one_event_at_once_run_the_handler_once(database):
+    # One unique insert decides which delivery handles it (on one replica or several); the other
+    # answers RETRY while the first is at work, and SUCCESS once it is done.
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = []
+
+    async def handle_stock_reserved(event: StockReserved, context: EventContext) -> None:
+        calls.append(context.id)
+        started.set()
+        await release.wait()
+
+    delivered = cloud_event()
+    first = asyncio.create_task(deliver(StockReserved, handle_stock_reserved, delivered))
+    await started.wait()
+    assert await deliver(StockReserved, handle_stock_reserved, delivered) == "RETRY"
+    release.set()
+    assert await first == "SUCCESS"
+    assert await deliver(StockReserved, handle_stock_reserved, delivered) == "SUCCESS"
+    assert calls == [delivered["id"]]
+    assert (await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"]))).state == "done"
+
+
+async def test_a_claim_left_by_a_dead_delivery_is_taken_over_once_it_expires(database):
+    # What a process killed mid-handler leaves: a claim that no one will finish.
+    recorder = Recorder()
+    delivered = cloud_event()
+    key = inbox_key("stock_reserved", delivered["id"])
+    at = now()
+    await ProcessedEvent(id=key, topic="stock_reserved", processedAt=at, state="handling", claim="dead",
+                         claimedUntil=at + timedelta(seconds=INBOX_CLAIM_SECONDS)).insert()
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
+    await ProcessedEvent.get_pymongo_collection().update_one({"_id": key}, {"$set": {"claimedUntil": at - timedelta(seconds=1)}})
+    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert len(recorder.calls) == 1
+    assert (await ProcessedEvent.get(key)).state == "done"
 
 
 async def test_malformed_events_are_dropped_without_calling_the_handler(database):

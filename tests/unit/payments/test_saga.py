@@ -15,6 +15,8 @@ from functions.common.contracts import (
 )
 from functions.common.settings import get_settings
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
+from functions.payments.processor import get_processor
+from functions.payments.saga import give_up_charging
 from functions.payments.subscriptions import (
     charge_reserved_order,
     invoice_paid_order,
@@ -147,7 +149,9 @@ async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_a
     reason = f"Payment processor unavailable after {allowed} attempts"
     assert statuses(failed) == ["pending", "stock_reserved", "payment_failed"]
     assert (failed.failureReason, failed.history[-1].reason, failed.transientChargeFailures) == (reason, reason, allowed)
-    assert await Payment.get(order_id) is None
+    recorded = await Payment.get(order_id)  # the failure is recorded: no later delivery charges
+    assert (recorded.status, recorded.reason, recorded.chargeId) == ("declined", reason, "")
+    assert failed.paymentId is None
     assert one(dapr, "payment_failed", order_id)["data"] == {"orderId": order_id, "reason": reason}
     # order_cancelled is what makes products give the held stock back.
     assert one(dapr, "order_cancelled", order_id)["data"] == {"orderId": order_id, "reason": f"Payment failed: {reason}"}
@@ -157,6 +161,30 @@ async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_a
     assert await deliver(StockReserved, charge_reserved_order, again) == "SUCCESS"
     after = await order(order_id)
     assert (after.status, after.transientChargeFailures, len(after.history)) == ("payment_failed", allowed, 3)
+
+
+async def test_a_charge_that_loses_to_a_recorded_failure_is_refunded_and_the_order_fails(client, dapr, shop, customer):
+    # Two replicas: one gave up on the processor (its attempts spent) and recorded the failure
+    # while the other's charge was in flight and then approved.
+    order_id = await placed(client, shop, customer, "tok_visa")
+    real_charge = get_processor().charge
+
+    async def failure_recorded_meanwhile(**kwargs):
+        result = await real_charge(**kwargs)
+        await give_up_charging(await order(order_id), "Payment processor unavailable after 4 attempts")
+        return result
+
+    get_processor().charge = failure_recorded_meanwhile
+    try:
+        assert await reserve(order_id) == "SUCCESS"
+    finally:
+        del get_processor().charge
+
+    assert (await order(order_id)).status == "payment_failed"
+    charge = await SimulatedCharge.get(order_id)
+    assert (charge.approved, charge.refunded) == (True, True)
+    assert published(dapr, "payment_processed", order_id) == []
+    assert one(dapr, "order_cancelled", order_id)
 
 
 def test_the_saga_ends_an_outage_before_dapr_dead_letters_the_event():

@@ -3,7 +3,9 @@
 import asyncio
 import uuid
 
-from functions.common.consumers import EventContext, ProcessedEvent, deliver
+import pytest
+
+from functions.common.consumers import EventContext, ProcessedEvent, deliver, inbox_key
 from functions.common.contracts import (
     OrderCancelled,
     OrderCreated,
@@ -53,6 +55,15 @@ async def stock_of(product: Product) -> int:
 
 def outcomes(dapr, order_id: str) -> list[tuple[str, dict]]:
     return [(e["topic"], e["data"]) for e in dapr.published if e["data"].get("orderId") == order_id]
+
+
+async def left_behind(event: OrderCreated, state: str, product: Product, units: int) -> None:
+    """What a delivery that stopped half way leaves: the order's reservation in `state` and a
+    hold of `units` of `product` taken."""
+    await StockReservation(id=event.orderId, state=state, lines=stock.merge_lines(event.lines)).insert()
+    await Product.get_pymongo_collection().update_one(
+        {"_id": product.id}, {"$inc": {"stock": -units}, "$set": {f"holds.{event.orderId}": units}}
+    )
 
 
 async def test_an_order_reserves_every_line(dapr, make_product):
@@ -114,7 +125,7 @@ async def test_the_same_event_twice_changes_nothing_the_second_time(dapr, make_p
 
     assert await stock_of(cafe) == 6
     assert len(outcomes(dapr, event.orderId)) == 1
-    assert await ProcessedEvent.get(f"reserve_order_stock:{delivered['id']}") is not None
+    assert await ProcessedEvent.get(inbox_key("order_created", delivered["id"])) is not None
 
 
 async def test_the_same_order_under_a_new_event_id_changes_nothing_either(dapr, make_product):
@@ -131,12 +142,8 @@ async def test_the_same_order_under_a_new_event_id_changes_nothing_either(dapr, 
 async def test_a_reservation_interrupted_half_way_resumes_without_taking_twice(dapr, make_product):
     first, second = await make_product(10), await make_product(10)
     event = order((first, 3), (second, 2))
-    # What a delivery that died after its first line leaves behind: the reservation still
-    # "reserving" and one hold taken.
-    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
-    await Product.get_pymongo_collection().update_one(
-        {"_id": first.id}, {"$inc": {"stock": -3}, "$set": {f"holds.{event.orderId}": 3}}
-    )
+    # A delivery died after its first line.
+    await left_behind(event, "reserving", first, 3)
 
     await reserve_order_stock(event, context("order_created"))
 
@@ -144,18 +151,18 @@ async def test_a_reservation_interrupted_half_way_resumes_without_taking_twice(d
     assert outcomes(dapr, event.orderId) == [("stock_reserved", {"orderId": event.orderId})]
 
 
-async def test_an_interrupted_reservation_that_is_then_rejected_gives_back_what_it_took(dapr, make_product):
+@pytest.mark.parametrize("state", ["reserving", "rejected"])
+async def test_an_interrupted_reservation_that_is_then_rejected_gives_back_what_it_took(dapr, make_product, state):
+    # "reserving": a delivery died after its first line; "rejected": the rejecting delivery died
+    # after its decision, before giving the units back (its outcome event is then still pending).
     first, scarce = await make_product(10), await make_product(1)
     event = order((first, 3), (scarce, 2))
-    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
-    await Product.get_pymongo_collection().update_one(
-        {"_id": first.id}, {"$inc": {"stock": -3}, "$set": {f"holds.{event.orderId}": 3}}
-    )
+    await left_behind(event, state, first, 3)
 
     await reserve_order_stock(event, context("order_created"))
 
     assert (await stock_of(first), await stock_of(scarce)) == (10, 1)
-    assert [t for t, _ in outcomes(dapr, event.orderId)] == ["stock_rejected"]
+    assert [t for t, _ in outcomes(dapr, event.orderId)] == (["stock_rejected"] if state == "reserving" else [])
 
 
 async def test_concurrent_orders_never_take_more_than_the_stock(dapr, make_product):
@@ -226,17 +233,75 @@ async def test_a_cancellation_that_overtakes_its_order_means_the_order_reserves_
     assert (await StockReservation.get(event.orderId)).state == "cancelled"
 
 
-async def test_a_cancellation_during_a_reservation_is_retried(dapr, make_product):
+async def test_a_cancellation_during_a_reservation_wins_and_the_order_reserves_nothing(dapr, make_product):
     cafe = await make_product(10)
     event = order((cafe, 2))
-    await StockReservation(id=event.orderId, state="reserving", lines=stock.merge_lines(event.lines)).insert()
+    # A delivery is half way: the reservation "reserving", one hold taken.
+    await left_behind(event, "reserving", cafe, 2)
     cancelled = cloud_event(OrderCancelled(orderId=event.orderId, reason="payment failed"))
 
-    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "RETRY"
-    await reserve_order_stock(event, context("order_created"))  # the reservation completes...
-    assert await stock_of(cafe) == 8
-    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "SUCCESS"  # ...then the retry releases
+    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "SUCCESS"
     assert await stock_of(cafe) == 10
+    await reserve_order_stock(event, context("order_created"))  # the delivery resumes: too late
+    assert await stock_of(cafe) == 10
+    assert (await StockReservation.get(event.orderId)).state == "cancelled"
+    assert outcomes(dapr, event.orderId) == []
+
+
+async def race_with_a_decision(monkeypatch, order_id: str, decided: str) -> None:
+    """Make another delivery decide `order_id` as `decided` just before this one takes its units
+    (what a second replica handling a redelivery of the same event can do)."""
+    take = stock._take
+
+    async def decided_meanwhile(oid, line):
+        await StockReservation.get_pymongo_collection().update_one(
+            {"_id": oid, "state": "reserving"}, {"$set": {"state": decided}}
+        )
+        return await take(oid, line)
+
+    monkeypatch.setattr(stock, "_take", decided_meanwhile)
+
+
+async def test_a_delivery_that_loses_to_a_rejection_gives_back_what_it_took(dapr, make_product, monkeypatch):
+    cafe, honey = await make_product(10), await make_product(10)
+    event = order((cafe, 2), (honey, 1))
+    await race_with_a_decision(monkeypatch, event.orderId, "rejected")
+
+    await reserve_order_stock(event, context("order_created"))
+
+    assert (await stock_of(cafe), await stock_of(honey)) == (10, 10)
+    assert (await Product.get(cafe.id)).holds == {} and (await Product.get(honey.id)).holds == {}
+    assert outcomes(dapr, event.orderId) == []  # the winner announces; this delivery does not
+
+
+async def test_a_delivery_that_loses_to_a_reservation_keeps_the_holds(dapr, make_product, monkeypatch):
+    cafe = await make_product(10)
+    event = order((cafe, 2))
+    await race_with_a_decision(monkeypatch, event.orderId, "reserved")
+
+    await reserve_order_stock(event, context("order_created"))
+
+    assert await stock_of(cafe) == 8
+    assert (await Product.get(cafe.id)).holds == {event.orderId: 2}
+    assert outcomes(dapr, event.orderId) == []
+
+
+async def test_stray_holds_go_back_and_live_ones_stay(dapr, make_product):
+    cafe = await make_product(20)
+    states = {"reserving": 1, "reserved": 2, "rejected": 3, "released": 4, "committed": 5}
+    ids = {state: f"ord_{state}_{uuid.uuid4().hex[:6]}" for state in states}
+    for state, units in states.items():
+        await StockReservation(id=ids[state], state=state, lines=[]).insert()
+        await Product.get_pymongo_collection().update_one(
+            {"_id": cafe.id}, {"$inc": {"stock": -units}, "$set": {f"holds.{ids[state]}": units}}
+        )
+    assert await stock_of(cafe) == 5
+
+    assert await stock.return_stray_holds() == 3 + 4 + 5
+    assert await stock.return_stray_holds() == 0
+    product = await Product.get(cafe.id)
+    assert product.stock == 17
+    assert product.holds == {ids["reserving"]: 1, ids["reserved"]: 2}
 
 
 async def test_a_paid_order_keeps_its_stock_and_drops_its_holds(dapr, make_product):
