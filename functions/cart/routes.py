@@ -81,6 +81,10 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
                 PendingEvent.of(event, source=APP_ID, key=user_id),
             )
             where = {"_id": user_id, **(_unchanged(line) if line else {path: {"$exists": False}})}
+            if line is None and cart is not None:
+                # A new line counts toward MAX_LINES: only onto the cart as counted (any change
+                # moves its updatedAt), so two adds racing on two replicas cannot pass the limit.
+                where["updatedAt"] = cart.updatedAt
             try:
                 # Upsert only for a new line: it creates the cart on the first add; if the cart
                 # or the line appeared meanwhile, the unique _id refuses a second cart.

@@ -3,7 +3,8 @@
 import asyncio
 
 from functions.cart import routes as cart_routes
-from functions.cart.models import Cart
+from functions.cart.models import Cart, CartLine
+from functions.common.clock import now
 from tests.unit.cart.conftest import Shopper, products_down, unknown_product
 
 
@@ -189,6 +190,32 @@ async def test_concurrent_first_adds_make_one_cart_and_lose_no_line(client, dapr
     # Concurrent flushes of one cart may publish an event more than once (at least once, same
     # CloudEvent id, which consumers skip): count the distinct events.
     assert len({e["id"] for e in for_user(dapr, "cart_updates", shopper.id)}) == 12
+
+
+async def test_the_line_limit_holds_when_another_add_lands_between_the_count_and_the_write(
+    client, dapr, shopper, catalogue, monkeypatch
+):
+    # Another replica adds a product after this request counted the lines (a write of its own,
+    # outside this process's lock): this request's write must see it.
+    monkeypatch.setattr(cart_routes, "MAX_LINES", 2)
+    first, third = catalogue("Carrera 1"), catalogue("Carrera 3")
+    assert (await client.post("/api/cart/items", headers=shopper.headers, json={"productId": first["id"], "quantity": 1})).status_code == 201
+    read = Cart.get
+
+    async def counted_then_changed(user_id, *args, **kwargs):
+        cart = await read(user_id, *args, **kwargs)
+        monkeypatch.setattr(Cart, "get", read)  # once
+        at = now()
+        other = CartLine(productId="b" * 24, name="Carrera 2", unitPriceCents=100, quantity=1, addedAt=at, updatedAt=at)
+        await Cart.get_pymongo_collection().update_one(
+            {"_id": user_id}, {"$set": {f"lines.{other.productId}": other.model_dump(), "updatedAt": at}}
+        )
+        return cart
+
+    monkeypatch.setattr(Cart, "get", counted_then_changed)
+    late = await client.post("/api/cart/items", headers=shopper.headers, json={"productId": third["id"], "quantity": 1})
+    assert late.status_code == 422, late.text
+    assert len((await Cart.get(shopper.id)).lines) == 2
 
 
 async def test_a_cart_holds_at_most_a_hundred_products(client, dapr, shopper, catalogue, monkeypatch):
