@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # stock is released). Keep it within the deliveries dapr/resiliency.yaml gives an event
     # (1 + pubsubRetry's maxRetries), so the saga, not the dead letter, ends an outage.
     payment_max_attempts: int = Field(4, ge=1, alias="SHOP_PAYMENT_MAX_ATTEMPTS")
+    # An order still waiting on an event this long after its last change is settled: expired and
+    # its stock released, or (paid) invoiced (payments/deadlines.py). Far beyond the redelivery
+    # window of dapr/resiliency.yaml, so only an event lost for good (a dead letter) meets it.
+    order_deadline_seconds: float = Field(900.0, gt=0, alias="SHOP_ORDER_DEADLINE_SECONDS")
 
     # The largest request body an app port reads (an API call or an event delivery): far above
     # any the shop makes (an order of 100 lines as an event is ~25 KiB), far below a flood.

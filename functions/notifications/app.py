@@ -1,7 +1,9 @@
+from functions.common.periodic import Periodic
 from functions.common.web import create_app
 from functions.notifications import APP_ID
 from functions.notifications.models import Email
 from functions.notifications.routes import router
+from functions.notifications.sending import RESEND_SWEEP_SECONDS, resend_stalled
 from functions.notifications.subscriptions import subscriptions
 
 app = create_app(
@@ -15,4 +17,5 @@ app = create_app(
     models=[Email],
     routers=[router],
     subscriptions=subscriptions,
+    jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS)],
 )

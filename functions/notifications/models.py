@@ -35,4 +35,5 @@ class Email(Document):
         indexes = [
             IndexModel("eventId", unique=True, name="event_unique"),
             IndexModel([("to", 1), ("createdAt", -1)], name="to_newest"),
+            IndexModel("status", name="status"),  # sending.resend_stalled's equality
         ]

@@ -1,5 +1,7 @@
+from functions.common.periodic import Periodic
 from functions.common.web import create_app
 from functions.payments import APP_ID
+from functions.payments.deadlines import DEADLINE_SWEEP_SECONDS, settle_overdue_orders
 from functions.payments.models import InvoiceNumber, InvoiceSequence, MailRequest, Order, Payment, SimulatedCharge
 from functions.payments.routes import router
 from functions.payments.subscriptions import subscriptions
@@ -9,7 +11,7 @@ app = create_app(
     title="payments",
     description=(
         "Orders (a choreographed saga: pending → stock_reserved → paid → invoiced, or rejected, "
-        "or payment_failed), card payments through a replaceable processor, and invoices with "
+        "or payment_failed, or expired past its deadline), card payments through a replaceable processor, and invoices with "
         "gap-free sequential numbers. Publishes `order_created`, `cart_checkout`, "
         "`payment_processed`, `payment_failed`, `order_cancelled`, `invoice_processing`, "
         "`email_notification` (POST /api/facture); consumes `stock_reserved`, `stock_rejected`, "
@@ -18,4 +20,5 @@ app = create_app(
     models=[Order, Payment, InvoiceNumber, InvoiceSequence, SimulatedCharge, MailRequest],
     routers=[router],
     subscriptions=subscriptions,
+    jobs=[Periodic("order deadlines", settle_overdue_orders, DEADLINE_SWEEP_SECONDS)],
 )

@@ -9,8 +9,9 @@ from functions.common.clock import now
 from functions.common.contracts import OrderAmounts, OrderLine
 from functions.common.outbox import HasOutbox
 
-OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed"]
-FINAL_STATUSES: frozenset[str] = frozenset({"invoiced", "rejected", "payment_failed"})
+# "expired": the saga did not complete within SHOP_ORDER_DEADLINE_SECONDS (payments/deadlines.py).
+OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed", "expired"]
+FINAL_STATUSES: frozenset[str] = frozenset({"invoiced", "rejected", "payment_failed", "expired"})
 
 
 class Transition(BaseModel):
@@ -61,6 +62,7 @@ class Order(Document, HasOutbox, OrderAmounts):
         indexes = [
             IndexModel([("userId", 1), ("idempotencyKey", 1)], unique=True, name="user_idempotency_key_unique"),
             IndexModel([("userId", 1), ("createdAt", -1)], name="user_orders"),
+            IndexModel("status", name="status"),  # the deadline sweep's equality
         ]
 
 

@@ -4,6 +4,7 @@
        │                              ├──charge declined──▶ payment_failed (+ order_cancelled)
        │                              └──processor down, attempts spent──▶ payment_failed (same)
        └──stock_rejected──▶ rejected
+    pending / stock_reserved ──deadline passed (deadlines.py)──▶ expired (+ order_cancelled)
 
 Each step is one conditional update from the status it expects: it changes the status, appends
 the transition to the history and stages the step's events, all in one write. A redelivered,

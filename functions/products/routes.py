@@ -1,8 +1,9 @@
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 from functions.common import outbox
 from functions.common.auth import AdminUser
@@ -25,6 +26,8 @@ from functions.products.stock import product_lock
 router = APIRouter(prefix="/api/products", tags=["products"])
 
 NOT_FOUND = "Product not found"
+STALE = "The product changed since you read it: read it again (its ETag) and retry"
+BELOW_ZERO = "Not enough units on hand to take that many away"
 Filter = Annotated[str | None, Query(max_length=100), OneLine]
 
 
@@ -58,9 +61,25 @@ async def list_products(
     return ProductPage(message=message, data=[ProductOut.of(p) for p in products], total=total)
 
 
-@router.get("/{product_id}", summary="One product")
-async def get_product(product_id: str) -> Envelope[ProductOut]:
-    return Envelope(message="Product", data=ProductOut.of(await _found(product_id)))
+def etag(product: Product) -> str:
+    """The product's version as an ETag: its stock and its last change (to the millisecond, as
+    stored). Every stock movement changes both, so If-Match with it refuses a stale edit."""
+    return f'"{product.stock}-{int(product.updatedAt.timestamp() * 1000)}"'
+
+
+def _as_read(if_match: str) -> dict | None:
+    """The filter matching the product as the ETag saw it; None for a malformed ETag."""
+    match = re.fullmatch(r'(?:W/)?"(\d+)-(\d+)"', if_match.strip())
+    if not match:
+        return None
+    return {"stock": int(match[1]), "updatedAt": datetime.fromtimestamp(int(match[2]) / 1000, UTC)}
+
+
+@router.get("/{product_id}", summary="One product (its ETag: the version an If-Match edit names)")
+async def get_product(product_id: str, response: Response) -> Envelope[ProductOut]:
+    product = await _found(product_id)
+    response.headers["ETag"] = etag(product)
+    return Envelope(message="Product", data=ProductOut.of(product))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a product (admins)")
@@ -89,18 +108,46 @@ async def create_product(body: ProductCreate, _: AdminUser) -> Envelope[ProductO
     return Envelope(message="Product created", data=ProductOut.of(product))
 
 
-@router.patch("/{product_id}", summary="Change a product (admins)")
-async def update_product(product_id: str, body: ProductUpdate, _: AdminUser) -> Envelope[ProductOut]:
+@router.patch(
+    "/{product_id}",
+    summary="Change a product (admins); stockDelta adds units atomically, If-Match refuses a stale edit (412)",
+    responses={409: {"description": "stockDelta would take the stock below zero"},
+               412: {"description": "If-Match names a version the product no longer has"}},
+)
+async def update_product(
+    product_id: str,
+    body: ProductUpdate,
+    _: AdminUser,
+    response: Response,
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+) -> Envelope[ProductOut]:
     product = await _found(product_id)
-    # $set of the given fields only, under the product's lock: never a whole-document save that
-    # could overwrite a concurrent stock reservation.
+    # One conditional update of the given fields only, never a whole-document save that could
+    # overwrite a concurrent stock reservation: a stock change is an $inc, or a count guarded by
+    # the version the admin read.
+    where: dict = {"_id": product.id}
+    if if_match is not None:
+        as_read = _as_read(if_match)
+        if as_read is None:
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, STALE)
+        where |= as_read
+    update: dict = {"$set": {**body.changes(), "updatedAt": now()}}
+    if body.stockDelta is not None:
+        update["$inc"] = {"stock": body.stockDelta}
+        if body.stockDelta < 0:
+            where["stock"] = where.get("stock", {"$gte": -body.stockDelta})
+            if isinstance(where["stock"], int) and where["stock"] < -body.stockDelta:
+                raise HTTPException(status.HTTP_409_CONFLICT, BELOW_ZERO)
     async with product_lock(product.id):
-        changed = await Product.get_pymongo_collection().update_one(
-            {"_id": product.id}, {"$set": {**body.changes(), "updatedAt": now()}}
-        )
+        changed = await Product.get_pymongo_collection().update_one(where, update)
     if not changed.matched_count:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-    return Envelope(message="Product updated", data=ProductOut.of(await _found(product_id)))
+        current = await _found(product_id)  # 404 if it was deleted meanwhile
+        if if_match is not None and if_match.strip().removeprefix("W/") != etag(current):
+            raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, STALE)
+        raise HTTPException(status.HTTP_409_CONFLICT, BELOW_ZERO)
+    updated = await _found(product_id)
+    response.headers["ETag"] = etag(updated)
+    return Envelope(message="Product updated", data=ProductOut.of(updated))
 
 
 @router.delete("/{product_id}", summary="Delete a product (admins)")

@@ -13,6 +13,7 @@ from functions.common.consumers import EventContext, deliver
 from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, OrderLine, UserRegistered
 from functions.common.settings import get_settings
 from functions.notifications.models import Email
+from functions.notifications.sending import GIVE_UP_AFTER, resend_stalled
 from functions.notifications.subscriptions import (
     send_cart_removal_email,
     send_invoice_email,
@@ -230,3 +231,37 @@ async def test_concurrent_deliveries_of_one_event_send_one_email(client, sendgri
     assert all(r is None or type(r).__name__ == "EmailBusy" for r in results)
     [email] = await emails_for(event_id)
     assert email.status == "sent" and email.attempts == 1
+
+
+async def stalled(minutes_ago: float) -> Email:
+    """An e-mail left pending by a provider outage longer than Dapr's redelivery window."""
+    at = now() - timedelta(minutes=minutes_ago)
+    email = Email(to=new_address(), subject="Bienvenida", html="<p>hola</p>", template="welcome",
+                  eventId=f"evt_{uuid.uuid4().hex}", topic="welcome_flow", createdAt=at, leaseUntil=at, attempts=7,
+                  error="SendGrid answered 503")
+    await email.insert()
+    return email
+
+
+async def test_an_email_stalled_by_a_long_outage_is_sent_once_the_provider_is_back(client, sendgrid):
+    old, fresh = await stalled(10), await stalled(0.5)
+    sendgrid.side_effect = lambda request: httpx.Response(503, text="still down")
+    await resend_stalled()
+    assert (await Email.get(old.id)).status == "pending"  # still down: the next round retries
+
+    sendgrid.side_effect = lambda request: httpx.Response(202, headers={"X-Message-Id": "sg-late"})
+    await resend_stalled()
+    await resend_stalled()  # sent: the next round sends nothing more
+
+    sent = await Email.get(old.id)
+    assert (sent.status, sent.providerMessageId, sent.attempts) == ("sent", "sg-late", 9)
+    assert (await Email.get(fresh.id)).status == "pending"  # Dapr is still redelivering that one's event
+    assert sum(old.to in call.request.content.decode() for call in sendgrid.calls) == 2
+
+
+async def test_an_email_the_provider_never_took_is_given_up_after_a_day(client, sendgrid):
+    ancient = await stalled(GIVE_UP_AFTER.total_seconds() / 60 + 5)
+    await resend_stalled()
+    given_up = await Email.get(ancient.id)
+    assert given_up.status == "failed" and "not sent within" in given_up.error
+    assert not any(ancient.to in call.request.content.decode() for call in sendgrid.calls)

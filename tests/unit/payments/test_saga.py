@@ -194,6 +194,10 @@ def test_the_saga_ends_an_outage_before_dapr_dead_letters_the_event():
     inbound = resiliency["targets"]["components"]["pubsub"]["inbound"]["retry"]
     deliveries = 1 + resiliency["policies"]["retries"][inbound]["maxRetries"]
     assert 1 <= get_settings().payment_max_attempts <= deliveries
+    # And the order deadline lies far beyond that window: only an event lost for good meets it.
+    policy = resiliency["policies"]["retries"][inbound]
+    window = deliveries * float(str(policy.get("maxInterval", "60s")).rstrip("s"))
+    assert get_settings().order_deadline_seconds > 10 * window
 
 
 async def test_out_of_stock_rejects_the_order(client, dapr, shop, customer):

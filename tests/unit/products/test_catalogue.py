@@ -6,6 +6,8 @@ import uuid
 import pytest
 from beanie import PydanticObjectId
 
+from functions.common.contracts import OrderLine
+from functions.products import stock
 from functions.products.catalogue import CATALOGUE, SEED_ID, seed_catalogue
 from functions.products.models import CatalogueSeed, Product
 
@@ -212,6 +214,48 @@ async def test_an_update_with_nothing_valid_is_422(client, admin, body):
     response = await client.patch(f"/api/products/{CATALOGUE[0].id}", json=body, headers=admin)
     assert response.status_code == 422 and response.json()["message"]
     assert (await Product.get(CATALOGUE[0].id)).priceCents == 1250
+
+
+async def test_stock_delta_adds_units_atomically_beside_reservations(client, admin, make_product):
+    lamp = await make_product(10)
+    reserving = [stock.reserve(f"ord_{uuid.uuid4().hex}", [OrderLine(productId=str(lamp.id), name=lamp.name,
+                                                                   unitPriceCents=1000, quantity=1)]) for _ in range(4)]
+    restock = [client.patch(f"/api/products/{lamp.id}", json={"stockDelta": 5}, headers=admin) for _ in range(3)]
+    results = await asyncio.gather(*restock, *reserving)
+
+    assert all(r.status_code == 200 for r in results[:3])
+    stored = await Product.get(lamp.id)
+    assert (stored.stock, len(stored.holds)) == (10 + 15 - 4, 4)
+
+
+async def test_stock_delta_never_takes_the_stock_below_zero(client, admin, make_product):
+    lamp = await make_product(3)
+    response = await client.patch(f"/api/products/{lamp.id}", json={"stockDelta": -4, "name": "Otra"}, headers=admin)
+    assert response.status_code == 409 and response.json()["message"]
+    assert ((await Product.get(lamp.id)).stock, (await Product.get(lamp.id)).name) == (3, lamp.name)
+    assert (await client.patch(f"/api/products/{lamp.id}", json={"stockDelta": -3}, headers=admin)).json()["data"]["stock"] == 0
+    both = await client.patch(f"/api/products/{lamp.id}", json={"stockDelta": 1, "stock": 5}, headers=admin)
+    assert both.status_code == 422
+
+
+async def test_a_stock_count_against_a_stale_version_is_412_and_changes_nothing(client, admin, make_product):
+    lamp = await make_product(10)
+    read = await client.get(f"/api/products/{lamp.id}")
+    version = read.headers["ETag"]
+    # An order takes a unit after the admin read the product.
+    await stock.reserve(f"ord_{uuid.uuid4().hex}", [OrderLine(productId=str(lamp.id), name=lamp.name,
+                                                               unitPriceCents=1000, quantity=1)])
+
+    stale = await client.patch(f"/api/products/{lamp.id}", json={"stock": 20}, headers=admin | {"If-Match": version})
+    assert stale.status_code == 412 and "read it again" in stale.json()["message"]
+    assert (await Product.get(lamp.id)).stock == 9
+    malformed = await client.patch(f"/api/products/{lamp.id}", json={"stock": 20}, headers=admin | {"If-Match": "*x"})
+    assert malformed.status_code == 412
+
+    fresh = (await client.get(f"/api/products/{lamp.id}")).headers["ETag"]
+    counted = await client.patch(f"/api/products/{lamp.id}", json={"stock": 20}, headers=admin | {"If-Match": fresh})
+    assert counted.status_code == 200 and counted.json()["data"]["stock"] == 20
+    assert counted.headers["ETag"] != fresh
 
 
 async def test_updating_or_deleting_a_missing_product_is_404(client, admin):
