@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -756,6 +757,73 @@ def status() -> None:
         info = supervised.get(name, {})
         restarts = f", restarted {info['restarts']}x, last: {info['last']}" if info.get("restarts") else ""
         say(f"{name:<14} {'ready' if ready else 'NOT READY'}{restarts}")
+    if port_open(DB_PORT) or os.environ.get("MONGODB_URI"):
+        try:
+            parked = parked_dead_letters()
+        except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+            say(f"dead letters: cannot read them ({exc})")
+        else:
+            say(f"dead letters: {len(parked)} parked" + (" — see `task dlq`" if parked else ""))
+
+
+# --- dead letters (functions/common/dead_letters.py) ----------------------------------------------
+def _shop_databases():
+    """(function, its database) on the stack's database, or MONGODB_URI's."""
+    from pymongo import MongoClient  # the venv's; stack.py itself needs only the standard library
+
+    uri = os.environ.get("MONGODB_URI", f"mongodb://127.0.0.1:{DB_PORT}")
+    client = MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+    prefix = os.environ.get("SHOP_DB_PREFIX", "shop")
+    return [(name, client[f"{prefix}_{name}"]) for name in FUNCTIONS]
+
+
+def parked_dead_letters() -> list[dict]:
+    """Every parked dead letter of every function, oldest first, with its `function`."""
+    found = []
+    for name, database in _shop_databases():
+        for letter in database["dead_letters"].find({"status": "parked"}):
+            found.append({**letter, "function": name})
+    return sorted(found, key=lambda letter: letter["lastAt"])
+
+
+def replay_dead_letters(ids: list[str] | None) -> int:
+    """Publish each parked dead letter (`ids`, or every one when None) to its topic again, same
+    CloudEvent and id, through its publisher's sidecar; returns how many were replayed."""
+    replayed = 0
+    databases = dict(_shop_databases())
+    token = api_tokens()["DAPR_API_TOKEN"]
+    for letter in parked_dead_letters():
+        if ids is not None and letter["_id"] not in ids:
+            continue
+        event = letter["cloudEvent"]
+        publisher = event.get("source") if event.get("source") in FUNCTIONS else letter["function"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{SIDECAR_HTTP[publisher]}/v1.0/publish/pubsub/{letter['topic']}",
+            data=json.dumps(event).encode(),
+            headers={"Content-Type": "application/cloudevents+json", "dapr-api-token": token},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+        databases[letter["function"]]["dead_letters"].update_one(
+            {"_id": letter["_id"]}, {"$set": {"status": "replayed", "replayedAt": datetime.now(UTC)}, "$inc": {"replays": 1}}
+        )
+        say(f"replayed {letter['_id']} ({letter['function']}) through {publisher}'s sidecar")
+        replayed += 1
+    return replayed
+
+
+def dlq(replay: list[str], replay_all: bool) -> None:
+    if replay or replay_all:
+        count = replay_dead_letters(None if replay_all else replay)
+        say(f"{count} dead letter(s) replayed")
+        return
+    letters = parked_dead_letters()
+    for letter in letters:
+        data = json.dumps(letter["cloudEvent"].get("data"), ensure_ascii=False)
+        say(f"{letter['function']:<14} {letter['_id']}  came {letter['receipts']}x, replayed {letter['replays']}x, "
+            f"last {letter['lastAt']:%Y-%m-%d %H:%M:%S}  {data[:100]}")
+    say(f"{len(letters)} dead letter(s) parked; replay: task dlq -- --replay <id> (or --all)")
 
 
 def log_files() -> list[Path]:
@@ -780,6 +848,9 @@ def main() -> None:
     sub.add_parser("supervise")
     sub.add_parser("restart").add_argument("name", choices=list(FUNCTIONS))
     sub.add_parser("status")
+    dlq_parser = sub.add_parser("dlq", help="list parked dead letters, or replay them")
+    dlq_parser.add_argument("--replay", nargs="+", default=[], metavar="ID")
+    dlq_parser.add_argument("--all", action="store_true", help="replay every parked dead letter")
     logs_parser = sub.add_parser("logs")
     logs_parser.add_argument("name", nargs="?")
     logs_parser.add_argument("-n", "--lines", type=int, default=100)
@@ -798,6 +869,8 @@ def main() -> None:
         restart(args.name)
     elif args.command == "status":
         status()
+    elif args.command == "dlq":
+        dlq(args.replay, args.all)
     else:
         logs(args.name, args.lines)
 

@@ -1,6 +1,8 @@
 """Passwords (argon2, a slow hash) and JWTs (HS256), verified locally by every function."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Literal
@@ -20,6 +22,8 @@ _bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/users/log
 
 
 _hash_slots: asyncio.Semaphore | None = None
+_queued = 0  # requests waiting for a slot
+BUSY = "The server is busy checking passwords; try again in a moment"
 
 
 def _slots() -> asyncio.Semaphore:
@@ -33,8 +37,27 @@ def _slots() -> asyncio.Semaphore:
     return _hash_slots
 
 
+@asynccontextmanager
+async def _hash_turn() -> AsyncIterator[None]:
+    """A hash slot; 503 at once (Retry-After) when SHOP_PASSWORD_HASH_QUEUE requests already
+    wait, so a login flood is refused instead of queueing every real user behind it."""
+    global _queued
+    slots = _slots()
+    if slots.locked() and _queued >= get_settings().password_hash_queue:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, BUSY, headers={"Retry-After": "1"})
+    _queued += 1
+    try:
+        await slots.acquire()
+    finally:
+        _queued -= 1
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 async def hash_password(password: str) -> str:
-    async with _slots():
+    async with _hash_turn():
         return await asyncio.to_thread(_hasher.hash, password)
 
 
@@ -53,7 +76,7 @@ def _verify(password_hash: str | None, password: str) -> bool:
 async def verify_password(password_hash: str | None, password: str) -> bool:
     """Whether the password matches. No hash (an unknown e-mail) is checked against a decoy, so
     an unknown e-mail and a wrong password take the same time."""
-    async with _slots():
+    async with _hash_turn():
         return await asyncio.to_thread(_verify, password_hash, password)
 
 

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
+from functions.common.dead_letters import dead_letter_topic, park
 from functions.common.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,6 @@ async def forget_old_events() -> int:
 Handler = Callable[[Any, EventContext], Awaitable[None]]
 
 
-def dead_letter_topic(app_id: str, topic: str) -> str:
-    return f"dlq_{app_id}_{topic}"
-
-
 class Subscriptions:
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
@@ -180,13 +177,19 @@ class Subscriptions:
         return register
 
     def mount(self, dapr_app: DaprApp, pubsub_name: str) -> None:
+        """Subscribe each handler to its topic, with its dead-letter topic, and this function to
+        each of those dead-letter topics (`dead_letters.park`)."""
         for event_type, func in self.handlers:
+            dead_letters = dead_letter_topic(self.app_id, event_type.topic)
             dapr_app.subscribe(
                 pubsub=pubsub_name,
                 topic=event_type.topic,
                 route=f"/events/{event_type.topic}",
-                dead_letter_topic=dead_letter_topic(self.app_id, event_type.topic),
+                dead_letter_topic=dead_letters,
             )(_endpoint(event_type, func))
+            dapr_app.subscribe(pubsub=pubsub_name, topic=dead_letters, route=f"/dead-letters/{event_type.topic}")(
+                _dead_letter_endpoint(self.app_id, event_type.topic)
+            )
 
 
 def require_dapr(token: Annotated[str | None, Header(alias="dapr-api-token")] = None) -> None:
@@ -196,6 +199,21 @@ def require_dapr(token: Annotated[str | None, Header(alias="dapr-api-token")] = 
     expected = get_settings().app_api_token
     if expected and not hmac.compare_digest((token or "").encode(), expected.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Event deliveries come from the Dapr sidecar only")
+
+
+def _dead_letter_endpoint(app_id: str, topic: str) -> Callable[..., Awaitable[dict]]:
+    """The route Dapr delivers `topic`'s dead letters to: parked, or RETRY if that fails."""
+
+    async def endpoint(cloud_event: dict = Body(...), _: None = Depends(require_dapr)) -> dict:
+        try:
+            await park(app_id, topic, cloud_event)
+        except Exception:  # noqa: BLE001 - keep it in Kafka until it can be parked
+            log.exception("could not park a dead letter of %s", topic)
+            return {"status": "RETRY"}
+        return {"status": "SUCCESS"}
+
+    endpoint.__name__ = f"on_dead_{topic}"
+    return endpoint
 
 
 def _endpoint(event_type: type[IntegrationEvent], func: Handler) -> Callable[..., Awaitable[dict]]:

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(3600, alias="SHOP_JWT_TTL_SECONDS")
     # Password hashes (argon2, 64 MiB each while it runs) computed at once; see auth._slots.
     password_hash_concurrency: int = Field(2, ge=1, alias="SHOP_PASSWORD_HASH_CONCURRENCY")
+    # Requests that may wait for a hash slot; more are refused at once (503) rather than queued.
+    password_hash_queue: int = Field(64, ge=0, alias="SHOP_PASSWORD_HASH_QUEUE")
+    # Login throttling (users/throttle.py), per 15 minutes: failed logins per account, and logins
+    # per client address (X-Forwarded-For from the Ingress).
+    login_failures_per_account: int = Field(10, ge=1, alias="SHOP_LOGIN_FAILURES_PER_ACCOUNT")
+    login_attempts_per_address: int = Field(100, ge=1, alias="SHOP_LOGIN_ATTEMPTS_PER_ADDRESS")
     admin_email: str = Field("admin@shop.local", alias="SHOP_ADMIN_EMAIL")
     admin_password: str = Field("admin-local-password", alias="SHOP_ADMIN_PASSWORD")
 

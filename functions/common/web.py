@@ -22,6 +22,7 @@ from functions.common.consumers import (
     Subscriptions,
     forget_old_events,
 )
+from functions.common.dead_letters import DeadLetter
 from functions.common.outbox import AuditEvent, HasOutbox, OutboxRelay
 from functions.common.periodic import Periodic
 from functions.common.settings import check_secrets, get_settings
@@ -135,7 +136,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent, InboxPruning])
+        await db.init_db(app_id, [*models, AuditEvent, ProcessedEvent, InboxPruning, DeadLetter])
         for hook in on_startup:
             await hook()
         for job in jobs:

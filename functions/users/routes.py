@@ -1,7 +1,8 @@
+from typing import Annotated
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
@@ -9,8 +10,9 @@ from functions.common.auth import CurrentUser, hash_password, issue_token, verif
 from functions.common.clock import now
 from functions.common.contracts import UserLoggedIn, UserRegistered
 from functions.common.outbox import PendingEvent
+from functions.common.settings import get_settings
 from functions.common.web import Envelope
-from functions.users import APP_ID
+from functions.users import APP_ID, throttle
 from functions.users.models import User
 from functions.users.schemas import LoginRequest, RegisterRequest, Session, UserOut
 
@@ -50,12 +52,30 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
     return Envelope(message="User registered", data=UserOut.of(user))
 
 
-@router.post("/login", summary="Log in; returns a JWT valid for one hour")
-async def login(body: LoginRequest) -> Envelope[Session]:
-    user = await User.find_one(User.email == body.email.strip().lower())
+# What login answers besides 200 and 401 (functions/users/throttle.py).
+THROTTLED = {
+    429: {"description": "Too many failed logins for the account, or logins from the address"},
+    503: {"description": "Too many logins waiting for a password check"},
+}
+
+
+@router.post("/login", summary="Log in; returns a JWT valid for one hour", responses=THROTTLED)
+async def login(
+    body: LoginRequest, forwarded_for: Annotated[str | None, Header(alias="X-Forwarded-For")] = None
+) -> Envelope[Session]:
+    account = body.email.strip().lower()
+    settings = get_settings()
+    try:
+        throttle.check(account, throttle.client_address(forwarded_for),
+                       max_failures=settings.login_failures_per_account, max_attempts=settings.login_attempts_per_address)
+    except throttle.Limited as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    user = await User.find_one(User.email == account)
     matches = await verify_password(user.passwordHash if user else None, body.password)
     if user is None or not matches:
+        throttle.failed(account)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS)
+    throttle.succeeded(account)
 
     logged_in = now()
     pending = PendingEvent.of(UserLoggedIn(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))

@@ -153,12 +153,20 @@ def test_subscriptions_use_the_component_and_dead_letter_topics(docs):
     inbound = local("dapr/resiliency.yaml")["spec"]["targets"]["components"]
     seen = 0
     for app, deployment in function_by_app_id(docs).items():
-        for sub in subscriptions(app_module(deployment).split(".")[1]):
+        subs = subscriptions(app_module(deployment).split(".")[1])
+        topics = {sub["topic"] for sub in subs}
+        for sub in subs:
             seen += 1
             where = f"{app} <- {sub['topic']}"
             assert sub["pubsubname"] in components, where
             assert app in scopes, f"{where}: the Component is not scoped to {app}"
+            if sub["topic"].startswith("dlq_"):
+                # The function parks its own dead letters (functions/common/dead_letters.py).
+                assert sub["topic"].removeprefix(f"dlq_{app}_") in topics, where
+                assert not sub.get("deadLetterTopic"), f"{where}: a dead letter of a dead letter"
+                continue
             assert sub.get("deadLetterTopic") == f"dlq_{app}_{sub['topic']}", where
+            assert f"dlq_{app}_{sub['topic']}" in topics, f"{where}: nobody parks its dead letters"
             assert inbound[sub["pubsubname"]]["inbound"]["retry"], f"{where}: no inbound retry policy"
     assert seen, "no function subscribes to anything"
 
@@ -177,7 +185,7 @@ def all_topics() -> set[str]:
     topics = {event.topic for event in subclasses(IntegrationEvent) if "topic" in vars(event)}
     for app in local_apps():
         for sub in subscriptions(app):
-            topics |= {sub["topic"], sub["deadLetterTopic"]}
+            topics |= {sub["topic"], *([sub["deadLetterTopic"]] if sub.get("deadLetterTopic") else [])}
     return topics
 
 

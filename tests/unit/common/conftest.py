@@ -3,6 +3,7 @@ from beanie import Document
 
 from functions.common import db
 from functions.common.consumers import InboxPruning, ProcessedEvent
+from functions.common.dead_letters import DeadLetter
 from functions.common.outbox import AuditEvent, HasOutbox
 
 
@@ -19,6 +20,6 @@ class Parcel(Document, HasOutbox):
 @pytest.fixture
 async def database():
     """Beanie on the test database with the common collections and `Parcel`, for one test."""
-    await db.init_db("common", [Parcel, AuditEvent, ProcessedEvent, InboxPruning])
+    await db.init_db("common", [Parcel, AuditEvent, ProcessedEvent, InboxPruning, DeadLetter])
     yield
     await db.close_db()

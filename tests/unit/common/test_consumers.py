@@ -16,12 +16,12 @@ from functions.common.consumers import (
     PermanentError,
     ProcessedEvent,
     Subscriptions,
-    dead_letter_topic,
     deliver,
     forget_old_events,
     inbox_key,
 )
 from functions.common.contracts import OrderCancelled, StockReserved
+from functions.common.dead_letters import DeadLetter, dead_letter_topic
 from functions.common.settings import get_settings
 
 
@@ -147,9 +147,11 @@ async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_da
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
         listed = (await client.get("/dapr/subscribe")).json()
-        assert [(s["topic"], s["route"], s["deadLetterTopic"], s["pubsubname"]) for s in listed] == [
+        assert [(s["topic"], s["route"], s.get("deadLetterTopic"), s["pubsubname"]) for s in listed] == [
             ("stock_reserved", "/events/stock_reserved", dead_letter_topic("unit", "stock_reserved"), "pubsub"),
+            ("dlq_unit_stock_reserved", "/dead-letters/stock_reserved", None, "pubsub"),
             ("order_cancelled", "/events/order_cancelled", "dlq_unit_order_cancelled", "pubsub"),
+            ("dlq_unit_order_cancelled", "/dead-letters/order_cancelled", None, "pubsub"),
         ]
         # Dapr posts CloudEvents as application/cloudevents+json.
         headers = {"Content-Type": "application/cloudevents+json"}
@@ -162,6 +164,24 @@ async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_da
     assert (retry.status_code, retry.json()) == (200, {"status": "RETRY"})
     assert success.json() == {"status": "SUCCESS"}
     assert drop.json() == {"status": "DROP"}
+
+
+async def test_a_dead_letter_is_parked_once_and_counted_each_time_it_comes_back(database):
+    subscriptions = Subscriptions("unit")
+    subscriptions.handler(StockReserved)(Recorder().handle_stock_reserved)
+    app = FastAPI()
+    subscriptions.mount(DaprApp(app), "pubsub")
+    dead = cloud_event(order_id="o-dead")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+        for _ in range(2):  # parked, then replayed and dead-lettered again
+            answer = await client.post("/dead-letters/stock_reserved", json=dead,
+                                       headers={"Content-Type": "application/cloudevents+json"})
+            assert answer.json() == {"status": "SUCCESS"}
+
+    parked = await DeadLetter.get(f"stock_reserved:{dead['id']}")
+    assert (parked.topic, parked.eventId, parked.status, parked.receipts) == ("stock_reserved", dead["id"], "parked", 2)
+    assert parked.cloudEvent == dead  # what a replay publishes again, same id
 
 
 async def test_the_inbox_forgets_events_older_than_its_retention(database):

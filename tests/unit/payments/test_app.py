@@ -8,7 +8,9 @@ async def test_health_docs_and_subscriptions(client):
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/api/orders", "/api/orders/{order_id}", "/api/facture"} <= set(paths)
     subscriptions = {s["topic"]: s for s in (await client.get("/dapr/subscribe")).json()}
-    assert set(subscriptions) == {"stock_reserved", "stock_rejected", "payment_processed"}
-    for topic, subscription in subscriptions.items():
-        assert subscription["route"] == f"/events/{topic}"
-        assert subscription["deadLetterTopic"] == f"dlq_payments_{topic}"
+    topics = {"stock_reserved", "stock_rejected", "payment_processed"}
+    assert set(subscriptions) == topics | {f"dlq_payments_{t}" for t in topics}
+    for topic in topics:
+        assert subscriptions[topic]["route"] == f"/events/{topic}"
+        assert subscriptions[topic]["deadLetterTopic"] == f"dlq_payments_{topic}"
+        assert subscriptions[f"dlq_payments_{topic}"]["route"] == f"/dead-letters/{topic}"
