@@ -572,10 +572,18 @@ def dapr_run_cmd(name: str) -> list[str]:
         "--dapr-listen-addresses", "127.0.0.1",
         "--resources-path", str(ROOT / "components"), "--resources-path", str(ROOT / "dapr"),
         "--config", str(ROOT / "dapr" / "config.yaml"),
-        "--enable-app-health-check", "--app-health-check-path", "/healthz", "--log-level", "info",
+        "--enable-app-health-check", "--app-health-check-path", "/readyz", "--log-level", "info",
         "--placement-host-address", "", "--scheduler-host-address", "",
         "--", "python", "-m", "uvicorn", f"functions.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
     ]
+
+
+def function_alive(name: str) -> bool:
+    """The sidecar and the app process answer (the supervisor's test: a database outage makes a
+    function unready, which restarting it would not cure)."""
+    return http_ok(f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/healthz") and http_ok(
+        f"http://127.0.0.1:{FUNCTIONS[name]}/healthz"
+    )
 
 
 def function_ready(name: str) -> bool:
@@ -630,7 +638,7 @@ class Supervisor:
             self.log(name, f"dapr run exited (code {code}); restart #{self.restarts[name]} in {self.backoff[name]:.0f}s")
             self.backoff[name] = min(self.backoff[name] * 2, MAX_BACKOFF_SECONDS)
             return
-        if function_ready(name):
+        if function_alive(name):
             if self.unhealthy_since[name] is not None or now - self.started_at[name] > START_GRACE_SECONDS:
                 self.backoff[name] = 1.0  # healthy again: the next failure restarts at once
             self.unhealthy_since[name] = None

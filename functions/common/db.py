@@ -1,5 +1,8 @@
 """Database start-up: each function owns one database on the shared MongoDB-wire server."""
 
+import asyncio
+import time
+
 from beanie import Document, init_beanie
 from beanie.odm.settings.document import IndexModelField
 from beanie.odm.utils.pydantic import get_model_fields
@@ -43,14 +46,39 @@ def declared_indexes(model: type[Document]) -> list[IndexModel]:
     return IndexModelField.list_to_index_model(declared) + outbox
 
 
+# A health probe must answer fast whatever the database does (a paused server never replies).
+PING_TIMEOUT_SECONDS = 1.0
+
+
 async def ping() -> bool:
     if _client is None:
         return False
     try:
-        await _client.admin.command("ping")
+        await asyncio.wait_for(_client.admin.command("ping"), PING_TIMEOUT_SECONDS)
     except Exception:  # noqa: BLE001 - readiness only reports, it never raises
         return False
     return True
+
+
+class Readiness:
+    """The database as the app's readiness reports it: unready only once every ping has failed
+    for `grace` seconds, so a blip does not take every replica out of its Service (and out of
+    Dapr's deliveries) at once, while an outage does."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.failing_since: float | None = None
+
+    async def ready(self) -> bool:
+        if _client is None:
+            return False  # not started, or shut down: no blip to ride out
+        if await ping():
+            self.failing_since = None
+            return True
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since < self.grace
 
 
 async def close_db() -> None:

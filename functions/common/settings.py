@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # not isolate updates (functions/common/locks.py). Off only on a database that applies each
     # conditional update atomically (MongoDB), e.g. to prove that several replicas need none.
     document_locks: bool = Field(True, alias="SHOP_DOCUMENT_LOCKS")
+    # /readyz fails only once the database has failed every ping for this long (functions/common/db.py).
+    db_unready_after_seconds: float = Field(10.0, ge=0, alias="SHOP_DB_UNREADY_AFTER_SECONDS")
     # How often the outbox relay looks for events a crashed process left unpublished.
     outbox_sweep_seconds: float = Field(5.0, alias="SHOP_OUTBOX_SWEEP_SECONDS")
     # How long a handled event's id is remembered (the inbox). Past Kafka's retention (7 days by

@@ -156,11 +156,17 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: the database answers")
+    readiness = db.Readiness(settings.db_unready_after_seconds)
+
+    # Kubernetes' readiness probe and Dapr's app health check (dapr/dapr.yaml, the k8s annotation):
+    # while it fails, the pod leaves its Service and daprd stops delivering events, which wait in
+    # Kafka instead of being retried into their dead letter during a database outage.
+    @app.get("/readyz", tags=["health"], summary="Readiness: the database answers (or failed for under a grace)")
     async def readyz() -> JSONResponse:
-        if await db.ping():
+        if await readiness.ready():
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "unavailable", "message": "database unreachable"}, 503)
+        message = f"database unreachable for {settings.db_unready_after_seconds:g}s or more"
+        return JSONResponse({"status": "unavailable", "message": message}, 503)
 
     for router in routers:
         app.include_router(router)

@@ -17,6 +17,11 @@ def restarts(function: str) -> int:
     return json.loads(stack.SUPERVISOR_STATE.read_text())[function]["restarts"]
 
 
+def readiness(function: str):
+    with api(function) as app:
+        return app.get("/readyz")
+
+
 def welcome_email(customer: dict) -> list[dict]:
     return [m for m in emails(customer["token"]) if m["topic"] == "welcome_flow"]
 
@@ -74,3 +79,24 @@ def test_a_function_started_while_kafka_is_down_serves_once_kafka_is_back() -> N
     print(f"notifications served {time.monotonic() - started:.0f}s after Kafka came back")
     customer = new_customer()
     eventually(lambda: welcome_email(customer), "the welcome e-mail", timeout=90)
+
+
+def test_a_paused_database_makes_functions_unready_not_restarted_and_they_serve_once_it_is_back() -> None:
+    # FerretDB stopped dead (SIGSTOP: connections open, nothing answers), longer than the
+    # readiness grace (SHOP_DB_UNREADY_AFTER_SECONDS, 10 s).
+    before = {name: restarts(name) for name in stack.FUNCTIONS}
+    ferretdb = int(stack.pid_file("ferretdb").read_text())
+    os.kill(ferretdb, signal.SIGSTOP)
+    try:
+        unready = eventually(lambda: readiness("products").status_code == 503, "products to say it is unready",
+                             timeout=40, every=1)
+        assert unready and "database unreachable" in readiness("products").json()["message"]
+        assert stack.function_alive("products")  # alive: nothing to restart, only to wait for
+        time.sleep(10)
+    finally:
+        os.kill(ferretdb, signal.SIGCONT)
+    eventually(lambda: all(stack.functions_ready().values()), "every function ready again", timeout=60)
+    assert {name: restarts(name) for name in stack.FUNCTIONS} == before
+
+    customer = new_customer()
+    eventually(lambda: welcome_email(customer), "the welcome e-mail", timeout=60)
