@@ -16,6 +16,9 @@ class IntegrationEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     topic: ClassVar[str]
+    # The one function that publishes it: the pub/sub Component's publishing scopes allow no other
+    # (components/pubsub.yaml, tests/unit/test_topics.py), and staging it elsewhere is refused.
+    publisher: ClassVar[str]
     version: ClassVar[int] = 1
 
     @classmethod
@@ -28,6 +31,7 @@ class UserRegistered(IntegrationEvent):
     """Published only after the user is saved; never carries the password or its hash."""
 
     topic = "welcome_flow"
+    publisher = "users"
     userId: str
     email: EmailStr
     name: str
@@ -36,6 +40,7 @@ class UserRegistered(IntegrationEvent):
 
 class UserLoggedIn(IntegrationEvent):
     topic = "user_login"
+    publisher = "users"
     userId: str
     # Not EmailStr: the configured admin (default admin@shop.local) logs in too, and EmailStr
     # rejects special-use domains such as .local.
@@ -45,6 +50,7 @@ class UserLoggedIn(IntegrationEvent):
 # --- products ----------------------------------------------------------------------------------
 class ProductCreated(IntegrationEvent):
     topic = "product_created"
+    publisher = "products"
     productId: str
     name: str
     priceCents: int
@@ -54,11 +60,13 @@ class ProductCreated(IntegrationEvent):
 
 class StockReserved(IntegrationEvent):
     topic = "stock_reserved"
+    publisher = "products"
     orderId: str
 
 
 class StockRejected(IntegrationEvent):
     topic = "stock_rejected"
+    publisher = "products"
     orderId: str
     reason: str
     productIds: list[str] = Field(default_factory=list)
@@ -67,6 +75,7 @@ class StockRejected(IntegrationEvent):
 # --- cart --------------------------------------------------------------------------------------
 class CartUpdated(IntegrationEvent):
     topic = "cart_updates"
+    publisher = "cart"
     userId: str
     productId: str
     name: str
@@ -76,6 +85,7 @@ class CartUpdated(IntegrationEvent):
 
 class CartItemRemoved(IntegrationEvent):
     topic = "cart_removals"
+    publisher = "cart"
     userId: str
     # The caller's e-mail from the token; not EmailStr, which rejects the configured admin's
     # special-use domain (admin@shop.local) as UserLoggedIn explains.
@@ -101,6 +111,7 @@ class CartCheckedOut(IntegrationEvent):
     """The order was placed from this user's cart: the cart empties itself (no removal e-mails)."""
 
     topic = "cart_checkout"
+    publisher = "payments"
     userId: str
     orderId: str
     productIds: list[str]
@@ -112,6 +123,7 @@ class CartCheckedOut(IntegrationEvent):
 
 class OrderCreated(IntegrationEvent):
     topic = "order_created"
+    publisher = "payments"
     orderId: str
     userId: str
     email: str  # from the token; not EmailStr (see CartItemRemoved)
@@ -122,6 +134,7 @@ class OrderCreated(IntegrationEvent):
 
 class PaymentProcessed(IntegrationEvent):
     topic = "payment_processed"
+    publisher = "payments"
     orderId: str
     paymentId: str
     amountCents: int
@@ -129,6 +142,7 @@ class PaymentProcessed(IntegrationEvent):
 
 class PaymentFailed(IntegrationEvent):
     topic = "payment_failed"
+    publisher = "payments"
     orderId: str
     reason: str
 
@@ -137,6 +151,7 @@ class OrderCancelled(IntegrationEvent):
     """The order will not complete; products releases whatever stock it reserved for it."""
 
     topic = "order_cancelled"
+    publisher = "payments"
     orderId: str
     reason: str
 
@@ -158,6 +173,7 @@ class OrderAmounts(BaseModel):
 
 class InvoiceProcessing(IntegrationEvent, OrderAmounts):
     topic = "invoice_processing"
+    publisher = "payments"
     orderId: str
     invoiceNumber: str
     userId: str
@@ -170,6 +186,7 @@ class EmailRequested(IntegrationEvent):
     invoice e-mail is rendered by notifications from invoice_processing.)"""
 
     topic = "email_notification"
+    publisher = "payments"
     # Not EmailStr (see CartItemRemoved); POST /api/facture validates the addresses it accepts.
     to: str
     subject: str

@@ -39,6 +39,10 @@ class PendingEvent(BaseModel):
 
     @classmethod
     def of(cls, event: IntegrationEvent, *, source: str, key: str | None = None) -> "PendingEvent":
+        if source != event.publisher:
+            # Its sidecar would refuse the publish (the Component's publishing scopes), and the
+            # event would wait in the outbox forever: refuse it here, before anything is written.
+            raise ValueError(f"{event.topic} is published by {event.publisher}, not {source}")
         return cls(
             id=f"evt_{uuid.uuid4().hex}",
             topic=event.topic,

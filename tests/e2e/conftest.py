@@ -11,18 +11,20 @@ from tests.e2e.capture import Capture
 from tests.stack import stack
 
 CAPTURE_TEST = "test_no_packet_left_loopback"
+CHAOS_MODULE = "test_chaos.py"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The capture verdict covers every other end-to-end test, so it runs right after the last
-    of them, before other suites (the k8s checks fetch their tools) can add traffic of their own."""
-    verdict = [item for item in items if item.name == CAPTURE_TEST]
-    if not verdict:
-        return
-    items.remove(verdict[0])
+    """The chaos run goes after every other end-to-end test (the faults it heals cannot disturb
+    them), and the capture verdict, which covers all of them, right after it, before other suites
+    (the k8s checks fetch their tools) can add traffic of their own."""
     e2e = Path(__file__).parent
-    last_e2e = max((i for i, item in enumerate(items) if e2e in Path(item.path).parents), default=len(items) - 1)
-    items.insert(last_e2e + 1, verdict[0])
+    for last in ([i for i in items if Path(i.path).name == CHAOS_MODULE and e2e in Path(i.path).parents],
+                 [i for i in items if i.name == CAPTURE_TEST]):
+        for item in last:
+            items.remove(item)
+            last_e2e = max((i for i, it in enumerate(items) if e2e in Path(it.path).parents), default=len(items) - 1)
+            items.insert(last_e2e + 1, item)
 
 
 @pytest.fixture(scope="session")

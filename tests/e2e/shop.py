@@ -103,11 +103,14 @@ def kafka_events(topic: str, match: Callable[[dict], bool], timeout: float = 30)
 
 
 def process_of(function: str, part: str) -> int:
-    """The pid of a function's running `daprd` or `app` (its uvicorn)."""
+    """The pid of a function's running `daprd` or `app` (its uvicorn) in the stack (by its port:
+    tests/replicas runs daprds and apps of the same names on other ports)."""
     for pid, words in stack.command_lines():
-        if part == "daprd" and Path(words[0]).name == "daprd" and words[words.index("--app-id") + 1 :][:1] == [function]:
+        if part == "daprd" and Path(words[0]).name == "daprd" and words[words.index("--app-id") + 1 :][:1] == [function] \
+                and str(stack.SIDECAR_HTTP[function]) in words:
             return pid
         # (The `dapr run` CLI's own command line names the app too, after `--`.)
-        if part == "app" and Path(words[0]).name.startswith("python") and f"functions.{function}.app:app" in words:
+        if part == "app" and Path(words[0]).name.startswith("python") and f"functions.{function}.app:app" in words \
+                and str(stack.FUNCTIONS[function]) in words:
             return pid
     raise LookupError(f"no running {part} of {function}")

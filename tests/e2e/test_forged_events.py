@@ -29,3 +29,15 @@ def test_every_sidecar_refuses_its_api_to_a_caller_without_the_token() -> None:
         assert refused.status_code == 401, (function, refused.text)
         with sidecar(function) as dapr:  # the token `task up` gave the function
             assert dapr.get("/v1.0/metadata").status_code == 200, function
+
+
+def test_a_sidecar_refuses_to_publish_a_topic_its_function_does_not_own() -> None:
+    # The Component's publishing scopes: cart may not announce a payment, even with its own token.
+    forged = {"specversion": "1.0", "id": f"evt_{uuid.uuid4().hex}", "source": "cart",
+              "type": "shop.payment_processed.v1", "data": {"orderId": "0" * 24, "paymentId": "ch_x", "amountCents": 1}}
+    with sidecar("cart") as dapr:
+        refused = dapr.post("/v1.0/publish/pubsub/payment_processed", json=forged,
+                            headers={"Content-Type": "application/cloudevents+json"})
+        allowed = dapr.get("/v1.0/metadata")
+    assert refused.status_code == 403, refused.text
+    assert allowed.status_code == 200

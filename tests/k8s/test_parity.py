@@ -132,7 +132,7 @@ def test_pubsub_component_matches_the_local_one(docs):
     assert theirs["spec"]["version"] == mine["spec"]["version"]
     local_items, cluster_items = metadata_items(mine), metadata_items(theirs)
     # Where the broker is and how to log in differ by design; how to consume must not.
-    for name in ("consumerGroup", "clientID", "version", "initialOffset"):
+    for name in ("consumerGroup", "clientID", "version", "initialOffset", "publishingScopes", "subscriptionScopes"):
         assert cluster_items.get(name) == local_items.get(name), name
     assert set(cluster_items) >= set(local_items), "every local setting is set in the cluster too"
 

@@ -18,17 +18,15 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import pymongo
-from bson import ObjectId
 
+from tests import invariants
 from tests.replicas.cluster import DB_PREFIX, MONGODB_URI, ReplicaCluster
 
 ADMIN = {"email": "admin@shop.local", "password": "admin-local-password"}  # the documented local defaults
 CUSTOMERS = 30
 LAST_UNITS, PLENTY = 6, 100
-FINAL = {"invoiced", "rejected", "payment_failed"}
 # Steps whose handlers must hold under a replay with a new event id too (the inbox cannot help).
 REPLAYED = {"order_created", "stock_reserved", "payment_processed", "order_cancelled", "stock_rejected"}
 REPLAYS = 3  # per replica, at once
@@ -127,26 +125,6 @@ def wait_for(check, what: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def quiet(client: pymongo.MongoClient, order_ids: list[str]) -> bool:
-    """Every order in a final state and no event left in any outbox."""
-    orders = database(client, "payments")["orders"]
-    if orders.count_documents({"_id": {"$in": [ObjectId(o) for o in order_ids]},
-                               "status": {"$in": sorted(FINAL)}}) < len(order_ids):
-        return False
-    return not pending_outboxes(client)
-
-
-def pending_outboxes(client: pymongo.MongoClient) -> dict[str, int]:
-    found = {}
-    for name in client.list_database_names():
-        if name.startswith(f"{DB_PREFIX}_"):
-            for collection in client[name].list_collection_names():
-                count = client[name][collection].count_documents({"outboxPending": True})
-                if count:
-                    found[f"{name}.{collection}"] = count
-    return found
-
-
 def test_two_replicas_race_for_the_last_units_without_a_lock_and_stay_correct(cluster: ReplicaCluster):
     client = pymongo.MongoClient(MONGODB_URI)
     with cluster.api("users") as users:
@@ -173,8 +151,8 @@ def test_two_replicas_race_for_the_last_units_without_a_lock_and_stay_correct(cl
         time.sleep(2)  # the charges of the held partitions start from the injected copies
         cluster.pause_sidecar(held[1], paused=False)
         deadline = time.monotonic() + 240
-        while not quiet(client, order_ids):
-            assert time.monotonic() < deadline, f"not quiet after 240 s: outboxes {pending_outboxes(client)}"
+        while not invariants.settled(client, DB_PREFIX, order_ids):
+            assert time.monotonic() < deadline, f"not quiet after 240 s: {invariants.pending_outboxes(client, DB_PREFIX)}"
             time.sleep(1)
         time.sleep(3)  # let the last injected copies land; they must change nothing
     finally:
@@ -183,43 +161,14 @@ def test_two_replicas_race_for_the_last_units_without_a_lock_and_stay_correct(cl
         injector.stop()
     settled = time.monotonic() - started
 
-    payments_db, products_db = database(client, "payments"), database(client, "products")
-    orders = {str(o["_id"]): o for o in payments_db["orders"].find({"_id": {"$in": [ObjectId(o) for o in order_ids]}})}
-    statuses = Counter(o["status"] for o in orders.values())
-    invoiced = {oid for oid, o in orders.items() if o["status"] == "invoiced"}
-    assert set(statuses) <= FINAL, statuses
-    assert quiet(client, order_ids), pending_outboxes(client)
-
-    # Stock: nothing oversold, every unit accounted for, no hold left.
-    for product_id, initial, per_order in ((scarce, LAST_UNITS, 1), (plenty, PLENTY, 2)):
-        stored = products_db["products"].find_one({"_id": ObjectId(product_id)})
-        sold = per_order * len(invoiced)
-        assert stored["holds"] == {}, stored["holds"]
-        assert stored["stock"] == initial - sold, (product_id, stored["stock"], initial, sold)
-    assert 0 < len(invoiced) <= LAST_UNITS
-    assert statuses["rejected"] > 0  # more customers than units: someone lost the race
-
-    # Charges: exactly one kept charge per invoiced order, none for the others.
-    kept = {c["_id"] for c in payments_db["simulated_charges"].find({"approved": True, "refunded": {"$ne": True}})} & set(order_ids)
-    assert kept == invoiced
-    approved = {p["_id"] for p in payments_db["payments"].find({"status": "approved"})} & set(order_ids)
-    assert approved == invoiced
-
-    # Invoice numbers: one per invoiced order, distinct, gapless from 1.
-    numbers = {o["invoiceNumber"] for oid, o in orders.items() if oid in invoiced}
-    year = datetime.now(UTC).year
-    assert len(numbers) == len(invoiced)
-    ledger = sorted(n["seq"] for n in payments_db["invoice_numbers"].find({"year": year}))
-    assert ledger == list(range(1, len(ledger) + 1))
-    assert {n["_id"] for n in payments_db["invoice_numbers"].find({"orderId": {"$in": list(invoiced)}})} == numbers
-
-    # E-mails: one invoice e-mail per invoiced order, one welcome per customer.
-    emails = list(database(client, "notifications")["emails"].find({}, {"subject": 1, "to": 1, "template": 1}))
-    invoice_mails = Counter(m["subject"] for m in emails if m.get("template") == "invoice")
-    assert all(count == 1 for count in invoice_mails.values()), invoice_mails
-    assert {s.rsplit("#", 1)[-1] for s in invoice_mails} == invoiced
-    welcomes = Counter(m["to"] for m in emails if m.get("template") == "welcome")
-    assert all(welcomes[c["email"]] == 1 for c in customers), welcomes
+    report = invariants.check(client, DB_PREFIX, order_ids, {scarce: LAST_UNITS, plenty: PLENTY},
+                              [c["email"] for c in customers])
+    print(f"\n{report}")
+    assert not report.violations, report.violations
+    assert 0 < report.statuses["invoiced"] <= LAST_UNITS
+    assert report.statuses["rejected"] > 0  # more customers than units: someone lost the race
+    assert report.statuses["expired"] == 0  # no order waited for its deadline
+    statuses = report.statuses
 
     races = cluster.log_count("was decided (") + cluster.log_count("by another delivery; retry later")
     print(f"\nreplica race: {len(order_ids)} orders for {LAST_UNITS} last units on 2 replicas each of products, "

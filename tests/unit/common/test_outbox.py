@@ -140,7 +140,7 @@ async def test_concurrent_changes_and_relays_of_one_document_lose_nothing(databa
     await parcel.insert()
 
     async def change_and_flush(weight: int) -> str:
-        pending = PendingEvent.of(StockReserved(orderId=f"o{weight}"), source="unit", key=str(parcel.id))
+        pending = PendingEvent.of(StockReserved(orderId=f"o{weight}"), source="products", key=str(parcel.id))
         async with outbox.write_lock(Parcel, parcel.id):
             await Parcel.get_pymongo_collection().update_one(
                 {"_id": parcel.id}, outbox.with_event({"$inc": {"weight": weight}}, pending)
@@ -167,7 +167,7 @@ async def test_a_staged_event_that_no_flush_relays_is_published_by_the_sweep(dat
     """A crash right after the write: nothing flushed, the flag alone leads the sweep to it."""
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
     await parcel.insert()
-    pending = PendingEvent.of(StockReserved(orderId="o-crash"), source="unit", key="o-crash")
+    pending = PendingEvent.of(StockReserved(orderId="o-crash"), source="products", key="o-crash")
     await Parcel.get_pymongo_collection().update_one({"_id": parcel.id}, outbox.with_event({"$set": {"weight": 1}}, pending))
     assert (await Parcel.get(parcel.id)).outboxPending
 
