@@ -247,7 +247,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
+def http_ok(url: str | urllib.request.Request, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return 200 <= response.status < 300
@@ -587,9 +587,17 @@ def function_alive(name: str) -> bool:
 
 
 def function_ready(name: str) -> bool:
-    return http_ok(f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/healthz") and http_ok(
+    """The sidecar is up, the app is ready (its database answers), and the sidecar has seen that:
+    daprd probes the app (/readyz, every 5 s) and refuses calls and deliveries to it until then."""
+    if not (http_ok(f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/healthz") and http_ok(
         f"http://127.0.0.1:{FUNCTIONS[name]}/readyz"
+    )):
+        return False
+    through_sidecar = urllib.request.Request(
+        f"http://127.0.0.1:{SIDECAR_HTTP[name]}/v1.0/invoke/{name}/method/healthz",
+        headers={"dapr-api-token": api_tokens()["DAPR_API_TOKEN"]},
     )
+    return http_ok(through_sidecar)
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -36,6 +36,8 @@ class UserRegistered(IntegrationEvent):
     email: EmailStr
     name: str
     lastName: str
+    # The link that verifies the address (users/verification.py); the welcome e-mail carries it.
+    verificationUrl: str | None = None
 
 
 class UserLoggedIn(IntegrationEvent):
@@ -45,6 +47,15 @@ class UserLoggedIn(IntegrationEvent):
     # Not EmailStr: the configured admin (default admin@shop.local) logs in too, and EmailStr
     # rejects special-use domains such as .local.
     email: str
+
+
+class EmailVerified(IntegrationEvent):
+    """The user followed the link of the welcome e-mail: mail may now go to the address."""
+
+    topic = "email_verified"
+    publisher = "users"
+    email: EmailStr
+    userId: str
 
 
 # --- products ----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     admin_email: str = Field("admin@shop.local", alias="SHOP_ADMIN_EMAIL")
     admin_password: str = Field("admin-local-password", alias="SHOP_ADMIN_PASSWORD")
 
+    # Where customers reach the API (the Ingress in a cluster): the base of the links in e-mails.
+    public_url: str = Field("http://127.0.0.1:8001", alias="SHOP_PUBLIC_URL")
     sendgrid_api_key: str = Field("", alias="SENDGRID_API_KEY")
     mail_from: str = Field("tienda@shop.local", alias="SHOP_MAIL_FROM")
     tax_rate: float = Field(0.19, ge=0, le=1, alias="SHOP_TAX_RATE")

@@ -1,7 +1,7 @@
 from functions.common.periodic import Periodic
 from functions.common.web import create_app
 from functions.notifications import APP_ID
-from functions.notifications.models import Email
+from functions.notifications.models import Email, VerifiedAddress
 from functions.notifications.routes import router
 from functions.notifications.sending import RESEND_SWEEP_SECONDS, resend_stalled
 from functions.notifications.subscriptions import subscriptions
@@ -12,9 +12,10 @@ app = create_app(
     description=(
         "The shop's e-mails, one per event: `welcome_flow`, `cart_removals`, `invoice_processing` "
         "(the invoice, rendered here from its lines and amounts), `email_notification`. "
-        "Sent through SendGrid when SENDGRID_API_KEY is set, otherwise kept here (status `outboxed`)."
+        "Sent through SendGrid when SENDGRID_API_KEY is set, otherwise kept here (status `outboxed`); "
+        "held (status `held`) for an address not yet verified (`email_verified`), the welcome excepted."
     ),
-    models=[Email],
+    models=[Email, VerifiedAddress],
     routers=[router],
     subscriptions=subscriptions,
     jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS)],

@@ -7,10 +7,11 @@ from pymongo import IndexModel
 
 from functions.common.clock import stored_now
 
+# held: for an address its owner has not verified yet, sent once it is (sending.py);
 # pending: not yet accepted by the provider (being sent, or waiting for a retry);
 # sent: accepted by SendGrid; outboxed: kept here only (no SENDGRID_API_KEY);
 # failed: refused by SendGrid (4xx), dead-lettered.
-EmailStatus = Literal["pending", "sent", "outboxed", "failed"]
+EmailStatus = Literal["held", "pending", "sent", "outboxed", "failed"]
 Template = Literal["welcome", "cart_removal", "invoice", "message"]
 
 
@@ -37,3 +38,13 @@ class Email(Document):
             IndexModel([("to", 1), ("createdAt", -1)], name="to_newest"),
             IndexModel("status", name="status"),  # sending.resend_stalled's equality
         ]
+
+
+class VerifiedAddress(Document):
+    """An address whose owner followed the verification link (`email_verified`): mail may go to it."""
+
+    id: str  # the address, lower-cased
+    verifiedAt: datetime
+
+    class Settings:
+        name = "verified_addresses"

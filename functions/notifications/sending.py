@@ -4,13 +4,18 @@ The unique `eventId` makes a redelivered event find its e-mail instead of making
 An e-mail still `pending` (an earlier attempt hit a 5xx or a timeout, or stopped) is sent again;
 one `sent`, `outboxed` or `failed` is final, so a redelivery sends nothing.
 
+Only the welcome e-mail (which carries the verification link) goes to an address its owner has not
+verified: any other is stored `held` and sent when `email_verified` arrives (`release_held`), so
+the shop cannot be made to mail a stranger (a registration with their address, an admin's
+/api/facture).
+
 An outage of the provider longer than Dapr's redelivery window sends the event to its dead letter
 with its e-mail still `pending`: `resend_stalled` (every minute) sends such e-mails again, and
 gives up on one after `GIVE_UP_AFTER` (status `failed`, the reason kept).
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -25,7 +30,7 @@ from functions.notifications.mailer import (
     TransientMailError,
     configured_mailer,
 )
-from functions.notifications.models import Email, Template, stored_now
+from functions.notifications.models import Email, Template, VerifiedAddress, stored_now
 from functions.notifications.rendering import render
 
 log = logging.getLogger(__name__)
@@ -51,9 +56,14 @@ async def send_once(
     template: Template,
     variables: dict[str, object],
     mailer: Mailer | None = None,
+    needs_verified_address: bool = True,
 ) -> None:
-    """Store and send the e-mail this event asks for, unless that was done already."""
+    """Store and send the e-mail this event asks for, unless that was done already; hold it if
+    its address is not verified (and `needs_verified_address`)."""
     created = stored_now()
+    if needs_verified_address and not await _verified(to):
+        await _hold(context, to=to, subject=subject, template=template, variables=variables, created=created)
+        return
     email = Email(
         to=to.lower(),
         subject=subject,
@@ -79,6 +89,42 @@ async def send_once(
                 return  # already handled: a redelivery sends nothing
             raise EmailBusy(f"e-mail for event {context.id} is being sent by another delivery")
     await _send(claimed, context.id, mailer)
+
+
+async def _verified(address: str) -> bool:
+    return await VerifiedAddress.get(address.lower()) is not None
+
+
+async def _hold(context: EventContext, *, to: str, subject: str, template: Template, variables: dict[str, object],
+                created: datetime) -> None:
+    """Store the e-mail `held` (once per event). If the address was verified meanwhile (its
+    release may have run between the check and this insert), send it now."""
+    held = Email(to=to.lower(), subject=subject, html=render(template, subject, created, **variables),
+                 template=template, status="held", eventId=context.id, topic=context.topic, createdAt=created)
+    try:
+        await held.insert()
+    except DuplicateKeyError:
+        pass  # a redelivery: held already, or released since
+    if await _verified(to):
+        await release_held(to)
+
+
+async def release_held(address: str, mailer: Mailer | None = None) -> int:
+    """Send every e-mail held for `address` (now verified); returns how many left. One that
+    cannot be sent now stays pending, for Dapr's or the resend sweep's next attempt."""
+    released = 0
+    emails = Email.get_pymongo_collection()
+    while True:
+        claimed_at = now()
+        async with outbox.write_lock(Email, f"held:{address.lower()}"):  # FerretDB: see _claim
+            claimed = await emails.find_one_and_update(
+                {"to": address.lower(), "status": "held"},
+                {"$set": {"status": "pending", "leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if claimed is None:
+            return released
+        released += await _send_in_background_job(claimed, mailer)
 
 
 async def _claim(event_id: str) -> dict | None:
@@ -135,13 +181,19 @@ async def resend_stalled(mailer: Mailer | None = None) -> int:
             log.error("e-mail %s: %s", stalled["_id"], reason)
             continue
         claimed = await _claim(stalled["eventId"])
-        if claimed is None:
-            continue  # another delivery or replica holds it
-        try:
-            await _send(claimed, stalled["eventId"], mailer)
-            sent += 1
-        except TransientMailError as exc:
-            log.warning("e-mail %s still cannot be sent: %s; next round retries", stalled["_id"], exc)
-        except PermanentError as exc:
-            log.error("e-mail %s refused by the provider: %s", stalled["_id"], exc)
+        if claimed is not None:  # else another delivery or replica holds it
+            sent += await _send_in_background_job(claimed, mailer)
     return sent
+
+
+async def _send_in_background_job(claimed: dict, mailer: Mailer | None) -> bool:
+    """Send a claimed e-mail outside an event delivery: a failure is logged, and the e-mail stays
+    pending (transient) for the next round, or failed (refused)."""
+    try:
+        await _send(claimed, claimed["eventId"], mailer)
+        return True
+    except TransientMailError as exc:
+        log.warning("e-mail %s cannot be sent yet: %s; the next round retries", claimed["_id"], exc)
+    except PermanentError as exc:
+        log.error("e-mail %s refused by the provider: %s", claimed["_id"], exc)
+    return False

@@ -1,10 +1,12 @@
 """One handler per topic; each renders its template and sends through `send_once`."""
 
+from functions.common.clock import now
 from functions.common.consumers import EventContext, Subscriptions
-from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, UserRegistered
+from functions.common.contracts import CartItemRemoved, EmailRequested, EmailVerified, InvoiceProcessing, UserRegistered
 from functions.common.money import money_text
 from functions.notifications import APP_ID
-from functions.notifications.sending import send_once
+from functions.notifications.models import VerifiedAddress
+from functions.notifications.sending import release_held, send_once
 
 subscriptions = Subscriptions(APP_ID)
 
@@ -16,8 +18,18 @@ async def send_welcome_email(event: UserRegistered, context: EventContext) -> No
         to=event.email,
         subject=f"¡Bienvenido a La Tienda, {event.name}!",
         template="welcome",
-        variables={"name": event.name, "lastName": event.lastName},
+        variables={"name": event.name, "lastName": event.lastName, "verificationUrl": event.verificationUrl},
+        needs_verified_address=False,  # it is what verifies the address
     )
+
+
+@subscriptions.handler(EmailVerified)
+async def release_held_emails(event: EmailVerified, context: EventContext) -> None:
+    """The address is verified: remember it, and send what was held for it."""
+    await VerifiedAddress.get_pymongo_collection().update_one(
+        {"_id": event.email.lower()}, {"$setOnInsert": {"verifiedAt": now()}}, upsert=True
+    )
+    await release_held(event.email)
 
 
 @subscriptions.handler(CartItemRemoved)

@@ -20,6 +20,8 @@ class User(Document, HasOutbox):
     role: Role = "customer"
     createdAt: datetime = Field(default_factory=stored_now)
     lastLoginAt: datetime | None = None
+    # Set when the user follows the link of the welcome e-mail (users/verification.py).
+    emailVerifiedAt: datetime | None = None
 
     class Settings:
         name = "users"

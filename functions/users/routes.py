@@ -2,17 +2,17 @@ from typing import Annotated
 
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
 from functions.common.auth import CurrentUser, hash_password, issue_token, verify_password
 from functions.common.clock import now
-from functions.common.contracts import UserLoggedIn, UserRegistered
+from functions.common.contracts import EmailVerified, UserLoggedIn, UserRegistered
 from functions.common.outbox import PendingEvent
 from functions.common.settings import get_settings
 from functions.common.web import Envelope
-from functions.users import APP_ID, throttle
+from functions.users import APP_ID, throttle, verification
 from functions.users.models import User
 from functions.users.schemas import LoginRequest, RegisterRequest, Session, UserOut
 
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 
 BAD_CREDENTIALS = "Invalid email or password"
 TAKEN = "A user with this email or phone already exists"
+INVALID_LINK = "This verification link is not valid or has expired"
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, summary="Register a customer")
@@ -38,9 +39,11 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
         phone=body.phone,
         passwordHash=password_hash,
     )
-    # The welcome event is saved inside the user: it exists only if the user does.
+    # The welcome event is saved inside the user: it exists only if the user does. It carries
+    # the verification link the welcome e-mail shows.
     user.stage(
-        UserRegistered(userId=str(user.id), email=user.email, name=user.name, lastName=user.lastName),
+        UserRegistered(userId=str(user.id), email=user.email, name=user.name, lastName=user.lastName,
+                       verificationUrl=verification.verification_url(str(user.id), user.email)),
         source=APP_ID,
         key=str(user.id),
     )
@@ -88,6 +91,33 @@ async def login(
     await outbox.flush(User, user.id)
     token = issue_token(str(user.id), user.email, user.role)
     return Envelope(message="Logged in", data=Session(token=token, user=UserOut.of(user)))
+
+
+@router.get(
+    "/verify",
+    summary="Verify the caller's e-mail address: the link of the welcome e-mail",
+    responses={400: {"description": "The link is not valid (tampered, expired, or for another address)"}},
+)
+async def verify_email(token: Annotated[str, Query(min_length=1, max_length=2000)]) -> Envelope[None]:
+    try:
+        user_id, email = verification.read(token)
+        user = await User.get(PydanticObjectId(user_id))
+    except (verification.InvalidLink, InvalidId) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_LINK) from exc
+    if user is None or user.email != email:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_LINK)
+    if user.emailVerifiedAt is not None:
+        return Envelope(message="Your e-mail address is already verified", data=None)
+    pending = PendingEvent.of(EmailVerified(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
+    async with outbox.write_lock(User, user.id):
+        # Once: only the first click (of one or several at once) verifies and announces it.
+        verified = await User.get_pymongo_collection().update_one(
+            {"_id": user.id, "emailVerifiedAt": None},
+            outbox.with_event({"$set": {"emailVerifiedAt": now()}}, pending),
+        )
+    if verified.matched_count:
+        await outbox.flush(User, user.id, [pending])
+    return Envelope(message="Your e-mail address is verified", data=None)
 
 
 @router.get("/me", summary="The caller's own profile")

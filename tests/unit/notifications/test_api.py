@@ -85,7 +85,7 @@ async def test_health_readiness_docs_and_subscriptions(client):
     assert (await client.get("/docs")).status_code == 200
     assert "/api/notifications" in (await client.get("/openapi.json")).json()["paths"]
     topics = sorted(s["topic"] for s in (await client.get("/dapr/subscribe")).json())
-    handled = ["cart_removals", "email_notification", "invoice_processing", "welcome_flow"]
+    handled = ["cart_removals", "email_notification", "email_verified", "invoice_processing", "welcome_flow"]
     assert topics == sorted(handled + [f"dlq_notifications_{t}" for t in handled])
 
 

@@ -10,11 +10,19 @@ import httpx
 
 from functions.common.clock import now
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import CartItemRemoved, EmailRequested, InvoiceProcessing, OrderLine, UserRegistered
+from functions.common.contracts import (
+    CartItemRemoved,
+    EmailRequested,
+    EmailVerified,
+    InvoiceProcessing,
+    OrderLine,
+    UserRegistered,
+)
 from functions.common.settings import get_settings
 from functions.notifications.models import Email
 from functions.notifications.sending import GIVE_UP_AFTER, resend_stalled
 from functions.notifications.subscriptions import (
+    release_held_emails,
     send_cart_removal_email,
     send_invoice_email,
     send_requested_email,
@@ -265,3 +273,32 @@ async def test_an_email_the_provider_never_took_is_given_up_after_a_day(client, 
     given_up = await Email.get(ancient.id)
     assert given_up.status == "failed" and "not sent within" in given_up.error
     assert not any(ancient.to in call.request.content.decode() for call in sendgrid.calls)
+
+
+async def test_mail_to_an_unverified_address_is_held_until_it_is_verified(client, sendgrid, unverified):
+    to = new_address()
+    await send_invoice_email(invoice(to), context("invoice_processing"))
+    await send_requested_email(facture(to), context("email_notification"))  # an admin's, to anyone
+    held = await Email.find(Email.to == to).to_list()
+    assert sorted(e.status for e in held) == ["held", "held"]
+    assert not any(to in call.request.content.decode() for call in sendgrid.calls)
+
+    verified = EmailVerified(userId="u1", email=to)
+    for _ in range(2):  # a redelivery releases nothing more
+        assert await deliver(EmailVerified, release_held_emails, cloud_event(verified)) == "SUCCESS"
+
+    sent = await Email.find(Email.to == to).to_list()
+    assert sorted(e.status for e in sent) == ["sent", "sent"]
+    assert sum(to in call.request.content.decode() for call in sendgrid.calls) == 2
+    # Once verified, mail goes at once.
+    await send_cart_removal_email(CartItemRemoved(userId="u1", email=to, productId="p1", productName="Miel", quantity=1),
+                                  context("cart_removals"))
+    assert (await Email.find(Email.to == to, Email.template == "cart_removal").first_or_none()).status == "sent"
+
+
+async def test_the_welcome_email_goes_unverified_and_carries_the_verification_link(client, unverified):
+    to = new_address()
+    link = "http://127.0.0.1:8001/api/users/verify?token=abc.def"
+    await send_welcome_email(welcome(to).model_copy(update={"verificationUrl": link}), context("welcome_flow"))
+    [email] = await Email.find(Email.to == to).to_list()
+    assert email.status == "outboxed" and f'href="{link}"' in email.html

@@ -19,13 +19,6 @@ from tests.unit.conftest import SIDECAR, running
 
 
 @pytest.fixture
-async def client(dapr):
-    """The users app, started (database, admin account) for the whole test."""
-    async with running(app) as client:
-        yield client
-
-
-@pytest.fixture
 def admin_email(monkeypatch):
     """Set SHOP_ADMIN_EMAIL for one test; the settings are re-read, and restored after."""
 
@@ -77,7 +70,9 @@ async def test_register_saves_the_user_and_then_announces_it(client, dapr):
     assert stored.outbox == []  # relayed right after the save
 
     [event] = [e for e in dapr.events("welcome_flow") if e["data"]["userId"] == user["id"]]
-    assert event["data"] == {"userId": user["id"], "email": body["email"], "name": "Ana", "lastName": "Gómez"}
+    assert event["data"]["verificationUrl"].startswith("http://127.0.0.1:8001/api/users/verify?token=")
+    assert {k: v for k, v in event["data"].items() if k != "verificationUrl"} == {
+        "userId": user["id"], "email": body["email"], "name": "Ana", "lastName": "Gómez"}
     assert event["source"] == "users" and event["type"] == "shop.welcome_flow.v1"
     assert "password" not in str(event).lower() and "argon2" not in str(event)
     audit = await AuditEvent.get(event["id"])
