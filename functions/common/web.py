@@ -3,11 +3,11 @@
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from beanie import Document
 from dapr.ext.fastapi import DaprApp
-from fastapi import APIRouter, FastAPI, Request, status
+from fastapi import APIRouter, FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -56,6 +56,12 @@ class ErrorBody(BaseModel):
     message: str
     errors: list[dict[str, Any]] | None = None
 
+
+# The paging parameters of every list route. An offset is bounded: one past 2**63 reached the
+# database driver and failed there (500), and no page that deep is ever meant.
+MAX_OFFSET = 100_000
+PageLimit = Annotated[int, Query(ge=1, le=100, description="at most this many items")]
+PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip, newest or first ones first")]
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
 

@@ -36,6 +36,8 @@ class Email(Document):
         indexes = [
             IndexModel("eventId", unique=True, name="event_unique"),
             IndexModel([("to", 1), ("createdAt", -1)], name="to_newest"),
+            # An admin's listing of every e-mail, newest first (MongoDB; FerretDB sorts in memory).
+            IndexModel([("createdAt", -1), ("_id", -1)], name="newest"),
             IndexModel("status", name="status"),  # sending.resend_stalled's equality
         ]
 

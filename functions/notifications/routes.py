@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from functions.common.auth import CurrentUser
+from functions.common.web import PageLimit, PageOffset
 from functions.notifications.models import Email
 from functions.notifications.schemas import EmailOut, EmailPage
 
@@ -13,8 +14,8 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 async def list_emails(
     principal: CurrentUser,
     to: Annotated[str | None, Query(max_length=320, description="admins: only e-mails to this address")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> EmailPage:
     wanted = to.strip().lower() if to and to.strip() else None
     own = principal.email.lower()

@@ -1,14 +1,14 @@
 from typing import Annotated
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import outbox
 from functions.common.auth import AdminUser, CurrentUser, Principal
 from functions.common.contracts import CartCheckedOut, EmailRequested, OrderCreated
 from functions.common.settings import get_settings
-from functions.common.web import Envelope
+from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.payments import APP_ID
 from functions.payments.models import MailRequest, Order, Transition
 from functions.payments.pricing import amounts, cart_version, latest_change, price_lines, read_cart
@@ -101,8 +101,8 @@ async def place_order(
 @router.get("/orders", summary="The caller's own orders, newest first")
 async def list_orders(
     principal: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> Envelope[list[OrderOut]]:
     orders = (
         await Order.find({"userId": principal.id}).sort([("createdAt", -1), ("_id", -1)]).skip(offset).limit(limit).to_list()

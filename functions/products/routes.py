@@ -11,16 +11,10 @@ from functions.common.clock import now
 from functions.common.contracts import ProductCreated
 from functions.common.ids import parse_object_id
 from functions.common.text import OneLine
-from functions.common.web import Envelope
+from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.products import APP_ID
 from functions.products.models import Product
-from functions.products.schemas import (
-    ProductCreate,
-    ProductOut,
-    ProductPage,
-    ProductUpdate,
-    cents,
-)
+from functions.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, cents
 from functions.products.stock import product_lock
 
 router = APIRouter(prefix="/api/products", tags=["products"])
@@ -47,8 +41,8 @@ async def _found(product_id: str) -> Product:
 async def list_products(
     category: Filter = None,
     q: Filter = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 20,
+    offset: PageOffset = 0,
 ) -> ProductPage:
     query: dict = {}
     if category and category.strip():

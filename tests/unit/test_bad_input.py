@@ -30,6 +30,13 @@ BAD_BODIES = (
     b'{"productId": {"$gt": ""}, "email": {"$ne": null}, "password": ["x"]}',
 )
 
+BAD_QUERIES = (
+    {"limit": "-1", "offset": "x", "q": "\x00" * 3, "to": "nope"},
+    # Offsets past 2**63 (found by schemathesis: the driver failed, 500) and operators in the query.
+    {"limit": "76", "offset": "13916253292428173923410391276191744", "q[$ne]": "1", "category": '{"$ne": null}'},
+    {"limit": "96", "offset": "64475773660074801627136", "to": '{"$gt": ""}'},
+)
+
 
 def api_operations(app) -> list[tuple[str, str]]:
     """(method, path) of every /api route, as the function's OpenAPI document lists them."""
@@ -59,8 +66,7 @@ async def test_no_route_answers_500_to_bad_input(function: str, dapr) -> None:
                 ]
             else:
                 attempts += [
-                    dict(headers=who, params={"limit": "-1", "offset": "x", "q": "\x00" * 3, "to": "nope"})
-                    for who in (ADMIN, CUSTOMER)
+                    dict(headers=who, params=params) for who in (ADMIN, CUSTOMER) for params in BAD_QUERIES
                 ]
             for attempt in attempts:
                 response = await client.request(method, path, **attempt)
