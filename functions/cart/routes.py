@@ -1,5 +1,6 @@
-"""The caller's cart. Every change is one conditional update of the cart document that also
-stages its event, taken under the document's write lock (see `outbox.write_lock`)."""
+"""The caller's cart. Every change is one conditional update of the cart document, as it was
+read, that also stages its event (`functions/common/store.py`); one that finds the cart changed
+meanwhile reads it again."""
 
 from typing import Any
 
@@ -10,11 +11,12 @@ from functions.cart import APP_ID
 from functions.cart.catalogue import is_product_id, product_info
 from functions.cart.models import Cart, CartLine
 from functions.cart.schemas import MAX_LINES, MAX_QUANTITY, AddItem, CartOut, ChangeQuantity
-from functions.common import outbox
+from functions.common import store
 from functions.common.auth import CurrentUser
 from functions.common.clock import now
 from functions.common.contracts import CartItemRemoved, CartUpdated
-from functions.common.outbox import PendingEvent, write_lock
+from functions.common.locks import KeyedLocks
+from functions.common.outbox import PendingEvent
 from functions.common.web import Envelope
 
 router = APIRouter(prefix="/api/cart", tags=["cart"])
@@ -24,6 +26,10 @@ NOT_IN_CART = "This product is not in your cart"
 # again and retry a few times, then give up with a 409 rather than loop.
 ATTEMPTS = 5
 CONCURRENT_CHANGE = "Your cart changed while this request ran; try again"
+# One change of a cart at a time in this process: a customer's concurrent requests take turns
+# instead of failing each other's conditions (spares retries only; across replicas the
+# conditional updates decide).
+_cart_turns = KeyedLocks(isolation_workaround=False)
 
 
 def _line_path(product_id: str) -> str:
@@ -52,15 +58,12 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
     product = await product_info(body.productId)
     user_id = principal.id
     path = _line_path(product.id)
-    carts = Cart.get_pymongo_collection()
-    async with write_lock(Cart, user_id):
+    async with _cart_turns(user_id):
         for _ in range(ATTEMPTS):
             cart = await Cart.get(user_id)
             line = cart.lines.get(product.id) if cart else None
             if line is None and cart is not None and len(cart.lines) >= MAX_LINES:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT, f"At most {MAX_LINES} different products per cart"
-                )
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"At most {MAX_LINES} different products per cart")
             quantity = (line.quantity if line else 0) + body.quantity
             if quantity > MAX_QUANTITY:
                 raise HTTPException(
@@ -76,11 +79,7 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
                 updatedAt=at,
             )
             event = CartUpdated(userId=user_id, productId=product.id, name=product.name, quantity=quantity, action="added")
-            update = outbox.with_event(
-                {"$set": {path: new_line.model_dump(), "updatedAt": at}, "$setOnInsert": {"userId": user_id, "createdAt": at}},
-                PendingEvent.of(event, source=APP_ID, key=user_id),
-            )
-            where = {"_id": user_id, **(_unchanged(line) if line else {path: {"$exists": False}})}
+            where = _unchanged(line) if line else {path: {"$exists": False}}
             if line is None and cart is not None:
                 # A new line counts toward MAX_LINES: only onto the cart as counted (any change
                 # moves its updatedAt), so two adds racing on two replicas cannot pass the limit.
@@ -88,14 +87,20 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
             try:
                 # Upsert only for a new line: it creates the cart on the first add; if the cart
                 # or the line appeared meanwhile, the unique _id refuses a second cart.
-                result = await carts.update_one(where, update, upsert=line is None)
+                added = await store.update(
+                    Cart,
+                    user_id,
+                    {"$set": {path: new_line.model_dump(), "updatedAt": at}, "$setOnInsert": {"userId": user_id, "createdAt": at}},
+                    where=where,
+                    events=[PendingEvent.of(event, source=APP_ID, key=user_id)],
+                    upsert=line is None,
+                )
             except DuplicateKeyError:
                 continue
-            if result.matched_count or result.upserted_id is not None:
+            if added:
                 break
         else:
             raise HTTPException(status.HTTP_409_CONFLICT, CONCURRENT_CHANGE)
-    await outbox.flush(Cart, user_id)
     return Envelope(message="Product added to your cart", data=await _current(user_id))
 
 
@@ -104,29 +109,25 @@ async def change_quantity(product_id: str, body: ChangeQuantity, principal: Curr
     user_id = principal.id
     if not is_product_id(product_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
-    async with write_lock(Cart, user_id):
+    async with _cart_turns(user_id):
         for _ in range(ATTEMPTS):
             cart = await Cart.get(user_id)
             line = cart.lines.get(product_id) if cart else None
             if line is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
             at = now()
-            event = CartUpdated(
-                userId=user_id, productId=product_id, name=line.name, quantity=body.quantity, action="changed"
-            )
+            event = CartUpdated(userId=user_id, productId=product_id, name=line.name, quantity=body.quantity, action="changed")
             path = _line_path(product_id)
-            result = await Cart.get_pymongo_collection().update_one(
-                {"_id": user_id, **_unchanged(line)},
-                outbox.with_event(
-                    {"$set": {f"{path}.quantity": body.quantity, f"{path}.updatedAt": at, "updatedAt": at}},
-                    PendingEvent.of(event, source=APP_ID, key=user_id),
-                ),
-            )
-            if result.matched_count:
+            if await store.update(
+                Cart,
+                user_id,
+                {"$set": {f"{path}.quantity": body.quantity, f"{path}.updatedAt": at, "updatedAt": at}},
+                where=_unchanged(line),
+                events=[PendingEvent.of(event, source=APP_ID, key=user_id)],
+            ):
                 break
         else:
             raise HTTPException(status.HTTP_409_CONFLICT, CONCURRENT_CHANGE)
-    await outbox.flush(Cart, user_id)
     return Envelope(message="Quantity changed", data=await _current(user_id))
 
 
@@ -136,27 +137,23 @@ async def remove_item(product_id: str, principal: CurrentUser) -> Envelope[CartO
     if not is_product_id(product_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
     path = _line_path(product_id)
-    async with write_lock(Cart, user_id):
+    async with _cart_turns(user_id):
         cart = await Cart.get(user_id)
         line = cart.lines.get(product_id) if cart else None
         if line is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
         event = CartItemRemoved(
-            userId=user_id,
-            email=principal.email,
-            productId=product_id,
-            productName=line.name,
-            quantity=line.quantity,
+            userId=user_id, email=principal.email, productId=product_id, productName=line.name, quantity=line.quantity
         )
         # Conditional on the line still being there: of two concurrent removals only one
         # removes it and only one e-mail is sent; the other is a 404.
-        result = await Cart.get_pymongo_collection().update_one(
-            {"_id": user_id, path: {"$exists": True}},
-            outbox.with_event(
-                {"$unset": {path: ""}, "$set": {"updatedAt": now()}}, PendingEvent.of(event, source=APP_ID, key=user_id)
-            ),
+        removed = await store.update(
+            Cart,
+            user_id,
+            {"$unset": {path: ""}, "$set": {"updatedAt": now()}},
+            where={path: {"$exists": True}},
+            events=[PendingEvent.of(event, source=APP_ID, key=user_id)],
         )
-        if not result.matched_count:
+        if not removed:
             raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
-    await outbox.flush(Cart, user_id)
     return Envelope(message=f"{line.name} removed from your cart", data=await _current(user_id))

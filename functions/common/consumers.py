@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from functions.common import store
 from functions.common.clock import now
 from functions.common.contracts import IntegrationEvent
 from functions.common.dead_letters import dead_letter_topic, park
@@ -45,8 +46,8 @@ def hour_bucket(at: datetime) -> str:
 
 class ProcessedEvent(Document):
     """Inbox: one record per event a function handled (or is handling), so a redelivery changes
-    nothing. Its id is `inbox_key(topic, event id)`; each function has a database of its own, so
-    the key is (function, topic, event id) in effect."""
+    nothing. Its id is `inbox_key(function, topic, event id)`: a function's handling of one event
+    of one topic, whatever the handler is called and wherever the inbox is kept."""
 
     id: str
     topic: str
@@ -69,8 +70,8 @@ class ProcessedEvent(Document):
         indexes = [IndexModel("processedHour", name="processed_hour")]  # for forget_old_events
 
 
-def inbox_key(topic: str, event_id: str) -> str:
-    return f"{topic}:{event_id}"
+def inbox_key(app_id: str, topic: str, event_id: str) -> str:
+    return f"{app_id}:{topic}:{event_id}"
 
 
 # A delivery claims its event in the inbox before handling it (one unique insert: of two racing
@@ -87,20 +88,18 @@ async def _claim(key: str, topic: str) -> str:
     """A claim token of our own on the event, or DONE (handled already) or BUSY (being handled)."""
     token, at = uuid.uuid4().hex, now()
     until = at + timedelta(seconds=INBOX_CLAIM_SECONDS)
-    inbox = ProcessedEvent.get_pymongo_collection()
     try:
-        await inbox.insert_one({"_id": key, "topic": topic, "processedAt": at, "processedHour": hour_bucket(at),
-                                "state": "handling", "claim": token, "claimedUntil": until})
+        await store.insert(ProcessedEvent(id=key, topic=topic, processedAt=at, state="handling", claim=token, claimedUntil=until))
         return token
     except DuplicateKeyError:
         pass
-    taken = await inbox.update_one(
-        {"_id": key, "state": "handling", "claimedUntil": {"$lt": at}}, {"$set": {"claim": token, "claimedUntil": until}}
-    )
-    if taken.matched_count:
+    if await store.update(
+        ProcessedEvent, key, {"$set": {"claim": token, "claimedUntil": until}},
+        where={"state": "handling", "claimedUntil": {"$lt": at}},
+    ):
         return token
-    found = await inbox.find_one({"_id": key}, {"state": 1})
-    return DONE if found is not None and found.get("state", "done") == "done" else BUSY
+    found = await ProcessedEvent.get(key)
+    return DONE if found is not None and found.state == "done" else BUSY
 
 
 async def _finish(key: str, token: str) -> None:
@@ -108,10 +107,12 @@ async def _finish(key: str, token: str) -> None:
     and a redelivery runs the (idempotent) handler once more."""
     at = now()
     try:
-        await ProcessedEvent.get_pymongo_collection().update_one(
-            {"_id": key, "claim": token},
+        await store.update(
+            ProcessedEvent,
+            key,
             {"$set": {"state": "done", "processedAt": at, "processedHour": hour_bucket(at)},
              "$unset": {"claim": "", "claimedUntil": ""}},
+            where={"claim": token},
         )
     except Exception:  # noqa: BLE001 - the event was handled: its answer is SUCCESS regardless
         log.exception("inbox: could not mark %s done; a redelivery will find its claim expired", key)
@@ -121,7 +122,7 @@ async def _give_up(key: str, token: str) -> None:
     """The handler failed: drop the claim, so the redelivery (or a replay) handles it at once
     (if this write fails, at the claim's expiry)."""
     try:
-        await ProcessedEvent.get_pymongo_collection().delete_one({"_id": key, "claim": token})
+        await store.delete(ProcessedEvent, key, where={"claim": token})
     except Exception:  # noqa: BLE001 - the claim expires on its own
         log.exception("inbox: could not drop the claim on %s", key)
 
@@ -152,12 +153,9 @@ async def forget_old_events() -> int:
     hour = mark.prunedBefore if mark else cutoff - INBOX_PRUNE_FIRST_LOOKBACK
     deleted = 0
     while hour < cutoff:
-        result = await ProcessedEvent.get_pymongo_collection().delete_many({"processedHour": hour_bucket(hour)})
-        deleted += result.deleted_count
+        deleted += await store.sweep(ProcessedEvent, {"processedHour": hour_bucket(hour)})
         hour += timedelta(hours=1)
-    await InboxPruning.get_pymongo_collection().update_one(
-        {"_id": collection}, {"$set": {"prunedBefore": cutoff}}, upsert=True
-    )
+    await store.update(InboxPruning, collection, {"$set": {"prunedBefore": cutoff}}, upsert=True)
     return deleted
 
 
@@ -186,7 +184,7 @@ class Subscriptions:
                 topic=event_type.topic,
                 route=f"/events/{event_type.topic}",
                 dead_letter_topic=dead_letters,
-            )(_endpoint(event_type, func))
+            )(_endpoint(self.app_id, event_type, func))
             dapr_app.subscribe(pubsub=pubsub_name, topic=dead_letters, route=f"/dead-letters/{event_type.topic}")(
                 _dead_letter_endpoint(self.app_id, event_type.topic)
             )
@@ -216,18 +214,19 @@ def _dead_letter_endpoint(app_id: str, topic: str) -> Callable[..., Awaitable[di
     return endpoint
 
 
-def _endpoint(event_type: type[IntegrationEvent], func: Handler) -> Callable[..., Awaitable[dict]]:
+def _endpoint(app_id: str, event_type: type[IntegrationEvent], func: Handler) -> Callable[..., Awaitable[dict]]:
     """The HTTP route Dapr delivers one topic's CloudEvents to."""
 
     async def endpoint(cloud_event: dict = Body(...), _: None = Depends(require_dapr)) -> dict:
-        return {"status": await deliver(event_type, func, cloud_event)}
+        return {"status": await deliver(app_id, event_type, func, cloud_event)}
 
     endpoint.__name__ = f"on_{event_type.topic}"
     return endpoint
 
 
-async def deliver(event_type: type[IntegrationEvent], func: Handler, cloud_event: dict) -> str:
-    """Run one handler for one delivered CloudEvent and say what Dapr should do with it."""
+async def deliver(app_id: str, event_type: type[IntegrationEvent], func: Handler, cloud_event: dict) -> str:
+    """Run function `app_id`'s handler for one delivered CloudEvent and say what Dapr should do
+    with it."""
     try:
         context = EventContext(
             id=cloud_event["id"],
@@ -240,7 +239,7 @@ async def deliver(event_type: type[IntegrationEvent], func: Handler, cloud_event
         log.error("dropping malformed %s event: %s", event_type.topic, exc)
         return "DROP"
 
-    key = inbox_key(context.topic, context.id)
+    key = inbox_key(app_id, context.topic, context.id)
     token = await _claim(key, context.topic)
     if token == DONE:
         log.info("%s already handled %s; skipping", func.__name__, context.id)

@@ -6,7 +6,7 @@ dead-letter topics (`Subscriptions.mount`) and parks every such event in its `de
 collection, one record per (topic, event id), counting how often it came back, and logs it at
 ERROR. `task dlq` (dapr/local/stack.py) lists them and replays one or all: it publishes the
 original CloudEvent, same id, to its topic again, where the (idempotent) handler takes it anew.
-Orders stuck by a dead letter end anyway at their deadline (payments/deadlines.py); a replay is
+Orders stuck by a dead letter end anyway at their deadline (payments/saga.py); a replay is
 for the cases where the cause was fixed (a bug, an outage longer than the window).
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from beanie import Document
 from pymongo import IndexModel
 
+from functions.common import store
 from functions.common.clock import now
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ async def park(app_id: str, topic: str, cloud_event: dict[str, Any]) -> None:
     """Keep a dead-lettered event (one record per event id; a second arrival counts)."""
     event_id = str(cloud_event.get("id") or "")
     at = now()
-    await DeadLetter.get_pymongo_collection().update_one(
-        {"_id": f"{topic}:{event_id}"},
+    await store.update(
+        DeadLetter,
+        f"{topic}:{event_id}",
         {
             "$setOnInsert": {"topic": topic, "eventId": event_id, "cloudEvent": cloud_event, "firstAt": at, "replays": 0},
             "$set": {"lastAt": at, "status": "parked"},

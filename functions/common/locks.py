@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Hashable
-from typing import AsyncContextManager
+from typing import Any, AsyncContextManager
 
 from functions.common.settings import get_settings
 
@@ -33,3 +33,17 @@ class KeyedLocks:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
+
+
+_documents = KeyedLocks()
+
+
+def document_lock(model: Any, doc_id: Any) -> AsyncContextManager:
+    """This process's lock for writes to one stored document (`model` a Beanie Document class).
+
+    FerretDB 1.x applies an update as read-modify-write of the whole document without isolation:
+    of two concurrent updates of one document one can be lost (measured: 20 concurrent `$set`s of
+    distinct fields kept one). Every write through `functions/common/store.py`, and the outbox
+    relay's taking its published events off, holds it. Not reentrant: hold it around one write.
+    """
+    return _documents((model.get_collection_name(), str(doc_id)))

@@ -1,7 +1,7 @@
 """Transactional outbox: an event is saved inside the document whose change it announces.
 
-A handler stages the event on the document (or pushes it in the same atomic update), so the
-change and its event are written by one single-document write: no event without the change,
+A change stages its event on the document it changes (`functions/common/store.py` writes both in
+one single-document write), so the change and its event are saved together: no event without the change,
 no change whose event can be lost. The relay then publishes each pending event through Dapr,
 records it in the `events` audit collection and pulls it off the document. If the process dies
 in between, the sweep publishes it later; the CloudEvent id stays the same, so consumers that
@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, AsyncContextManager
+from typing import Any
 
 from beanie import Document
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError
 from functions.common import sidecar
 from functions.common.clock import now, stored_now
 from functions.common.contracts import IntegrationEvent
-from functions.common.locks import KeyedLocks
+from functions.common.locks import KeyedLocks, document_lock
 from functions.common.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -98,33 +98,8 @@ class HasOutbox(BaseModel):
         return pending
 
 
-_write_locks = KeyedLocks()
 # Not a workaround: one relay per document at a time in this process spares double publishing.
 _relay_locks = KeyedLocks(isolation_workaround=False)
-
-
-def write_lock(model: type[Document], doc_id: Any) -> AsyncContextManager:
-    """This process's lock for updates of one stored document.
-
-    FerretDB 1.x (the local database) applies an update as read-modify-write of the whole
-    document without isolation, so of two concurrent updates of one document one can be lost
-    (measured: 20 concurrent `$set`s of distinct fields kept one). The relay's `$pull` takes this
-    lock; a function that takes it around its own updates of a document with an outbox cannot have
-    its change or its staged event overwritten by the pull. MongoDB needs no lock
-    (SHOP_DOCUMENT_LOCKS=false); across replicas the conditional filters decide. Not reentrant:
-    flush after releasing it.
-    """
-    return _write_locks((model.get_collection_name(), str(doc_id)))
-
-
-def with_event(update: dict[str, Any], pending: PendingEvent) -> dict[str, Any]:
-    """`update` (an atomic update of one document) that also stages `pending` in its outbox."""
-    return {
-        **update,
-        "$set": {**update.get("$set", {}), "outboxPending": True},
-        "$push": {**update.get("$push", {}), "outbox": pending.model_dump()},
-    }
-
 
 # The sweep finds documents with pending events by this index, not by a scan of the collection.
 OUTBOX_INDEX = IndexModel([("outboxPending", 1)], name="outbox_pending")
@@ -198,7 +173,7 @@ async def _audit(published: list[PendingEvent]) -> None:
 
 async def _take_off(model: type[Document], doc_id: Any, published: list[dict[str, Any]], *, everything: bool) -> None:
     collection = model.get_pymongo_collection()
-    async with write_lock(model, doc_id):
+    async with document_lock(model, doc_id):
         if everything:
             # Empty the outbox only if it still holds exactly what was published: an event staged
             # meanwhile (another write, another replica) keeps it, and the flag, for its own relay.

@@ -1,6 +1,7 @@
 """The shape every function app shares: envelope bodies, JSON errors, health, start-up."""
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Generic, Self, TypeVar
@@ -25,7 +26,7 @@ from functions.common.consumers import (
 from functions.common.dead_letters import DeadLetter
 from functions.common.outbox import AuditEvent, HasOutbox, OutboxRelay
 from functions.common.periodic import Periodic
-from functions.common.settings import check_secrets, get_settings
+from functions.common.settings import Settings, check_secrets, get_settings
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,10 +72,19 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
 
 
-class BodyLimit:
-    """A request body past `limit` bytes is refused (413, as JSON like every error) as it arrives,
-    never read whole: by its Content-Length at once, or as the bytes come in. (Starlette's own
-    limiter answers in plain text.)"""
+# A NUL character, raw or as the JSON escape \u0000 (not itself escaped: an even run of
+# backslashes before it). PostgreSQL, under FerretDB, cannot store one in a document and fails
+# the query or the insert that carries it (found by schemathesis: a 500 on login and on
+# /api/facture); no text the shop takes has a use for it.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+NUL_REFUSED = "Text must not contain control characters such as NUL (\\u0000)"
+
+
+class InputGuard:
+    """Every request, before the app reads it: a body past `limit` bytes is refused (413, as JSON
+    like every error) as it arrives, never read whole (by its Content-Length at once, or as the
+    bytes come in; Starlette's own limiter answers in plain text); a NUL character in the query
+    string or the body is refused (422)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -85,21 +95,30 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse({"message": self._message()}, 413)(scope, receive, send)
+            await JSONResponse({"message": self._too_large()}, 413)(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b""):
+            await JSONResponse({"message": NUL_REFUSED}, 422)(scope, receive, send)
             return
         received = 0
+        tail = b""  # the end of the previous chunk: an escape may straddle two
 
-        async def receive_within_limit() -> Message:
-            nonlocal received
+        async def receive_checked() -> Message:
+            nonlocal received, tail
             message = await receive()
-            received += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            received += len(chunk)
             if received > self.limit:
-                raise StarletteHTTPException(413, self._message())
+                raise StarletteHTTPException(413, self._too_large())
+            window = tail + chunk
+            if b"\x00" in chunk or _JSON_NUL.search(window):
+                raise StarletteHTTPException(422, NUL_REFUSED)
+            tail = window[-64:]
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_checked, send)
 
-    def _message(self) -> str:
+    def _too_large(self) -> str:
         return f"The request body is larger than {self.limit} bytes"
 
 
@@ -130,9 +149,11 @@ def create_app(
     subscriptions: Subscriptions | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     jobs: Sequence[Periodic] = (),
+    settings_kind: type[Settings] = Settings,
 ) -> FastAPI:
-    """`jobs`: the function's own background jobs, run beside the outbox sweep and inbox pruning."""
-    check_secrets()
+    """`jobs`: the function's own background jobs, run beside the outbox sweep and inbox pruning.
+    `settings_kind`: the function's settings, whose secrets are checked before it starts."""
+    check_secrets(settings_kind)
     settings = get_settings()
     jobs = [
         OutboxRelay([m for m in models if issubclass(m, HasOutbox)], settings.outbox_sweep_seconds).periodic,
@@ -154,7 +175,7 @@ def create_app(
         await db.close_db()
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, responses=ERRORS)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(InputGuard, limit=settings.max_body_bytes)
     app.state.app_id = app_id
     install_error_handlers(app)
 

@@ -4,6 +4,7 @@ from functions.notifications import APP_ID
 from functions.notifications.models import Email, VerifiedAddress
 from functions.notifications.routes import router
 from functions.notifications.sending import RESEND_SWEEP_SECONDS, resend_stalled
+from functions.notifications.settings import NotificationsSettings
 from functions.notifications.subscriptions import subscriptions
 
 app = create_app(
@@ -19,4 +20,5 @@ app = create_app(
     routers=[router],
     subscriptions=subscriptions,
     jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS)],
+    settings_kind=NotificationsSettings,
 )

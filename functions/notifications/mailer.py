@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 import httpx
 from sendgrid.helpers.mail import CustomArg, Mail
 
-from functions.common.settings import get_settings
+from functions.notifications.settings import get_settings
 
 SENDGRID_SEND_URL = "https://api.sendgrid.com/v3/mail/send"
 

@@ -17,10 +17,9 @@ gives up on one after `GIVE_UP_AFTER` (status `failed`, the reason kept).
 import logging
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
+from functions.common import store
 from functions.common.clock import now
 from functions.common.consumers import EventContext, PermanentError
 from functions.notifications.mailer import (
@@ -30,6 +29,7 @@ from functions.notifications.mailer import (
     TransientMailError,
     configured_mailer,
 )
+from functions.notifications.messages import Message
 from functions.notifications.models import Email, Template, VerifiedAddress, stored_now
 from functions.notifications.rendering import render
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # delivery holding it has stopped.
 LEASE = timedelta(seconds=30)
 RESEND_SWEEP_SECONDS = 60.0
-# Past Dapr's redelivery window (dapr/resiliency.yaml, ~70 s): by then the event is dead-lettered.
+# Past Dapr's redelivery window (dapr/resiliency.yaml, about 26 s): by then the event is dead-lettered.
 RESEND_AFTER = timedelta(minutes=3)
 GIVE_UP_AFTER = timedelta(hours=24)
 
@@ -48,26 +48,19 @@ class EmailBusy(Exception):
     """Another delivery of the same event is sending this e-mail right now: try again later."""
 
 
-async def send_once(
-    context: EventContext,
-    *,
-    to: str,
-    subject: str,
-    template: Template,
-    variables: dict[str, object],
-    mailer: Mailer | None = None,
-    needs_verified_address: bool = True,
-) -> None:
+async def send_once(context: EventContext, message: Message, mailer: Mailer | None = None) -> None:
     """Store and send the e-mail this event asks for, unless that was done already; hold it if
-    its address is not verified (and `needs_verified_address`)."""
+    its address is not verified (and the message needs it verified)."""
     created = stored_now()
-    if needs_verified_address and not await _verified(to):
-        await _hold(context, to=to, subject=subject, template=template, variables=variables, created=created)
+    to, subject, template = message.to, message.subject, message.template
+    html = render(template, subject, created, **message.variables)
+    if message.needs_verified_address and not await _verified(to):
+        await _hold(context, to=to, subject=subject, template=template, html=html, created=created)
         return
     email = Email(
         to=to.lower(),
         subject=subject,
-        html=render(template, subject, created, **variables),
+        html=html,
         template=template,
         eventId=context.id,
         topic=context.topic,
@@ -78,11 +71,12 @@ async def send_once(
         leaseUntil=created + LEASE,
     )
     try:
-        await email.insert()
+        await store.insert(email)
         claimed = {"_id": email.id, "to": email.to, "subject": email.subject, "html": email.html}
     except DuplicateKeyError:
         # A redelivery: the e-mail exists; claim it, unless it is final or another delivery holds it.
-        claimed = await _claim(context.id)
+        stored = await Email.find_one(Email.eventId == context.id)
+        claimed = await _claim(stored.id) if stored is not None else None
         if claimed is None:
             stored = await Email.find_one(Email.eventId == context.id)
             if stored is not None and stored.status != "pending":
@@ -95,74 +89,76 @@ async def _verified(address: str) -> bool:
     return await VerifiedAddress.get(address.lower()) is not None
 
 
-async def _hold(context: EventContext, *, to: str, subject: str, template: Template, variables: dict[str, object],
-                created: datetime) -> None:
+async def _hold(context: EventContext, *, to: str, subject: str, template: Template, html: str, created: datetime) -> None:
     """Store the e-mail `held` (once per event). If the address was verified meanwhile (its
     release may have run between the check and this insert), send it now."""
-    held = Email(to=to.lower(), subject=subject, html=render(template, subject, created, **variables),
-                 template=template, status="held", eventId=context.id, topic=context.topic, createdAt=created)
+    held = Email(to=to.lower(), subject=subject, html=html, template=template, status="held", eventId=context.id,
+                 topic=context.topic, createdAt=created)
     try:
-        await held.insert()
+        await store.insert(held)
     except DuplicateKeyError:
         pass  # a redelivery: held already, or released since
     if await _verified(to):
         await release_held(to)
 
 
+async def address_verified(address: str) -> None:
+    """The address is verified: remember it, and send what was held for it."""
+    try:
+        await store.update(VerifiedAddress, address.lower(), {"$setOnInsert": {"verifiedAt": now()}}, upsert=True)
+    except DuplicateKeyError:
+        pass  # verified by a concurrent delivery
+    await release_held(address)
+
+
 async def release_held(address: str, mailer: Mailer | None = None) -> int:
     """Send every e-mail held for `address` (now verified); returns how many left. One that
     cannot be sent now stays pending, for Dapr's or the resend sweep's next attempt."""
     released = 0
-    emails = Email.get_pymongo_collection()
-    while True:
+    for held in await Email.find({"to": address.lower(), "status": "held"}).to_list():
         claimed_at = now()
-        async with outbox.write_lock(Email, f"held:{address.lower()}"):  # FerretDB: see _claim
-            claimed = await emails.find_one_and_update(
-                {"to": address.lower(), "status": "held"},
-                {"$set": {"status": "pending", "leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-        if claimed is None:
-            return released
-        released += await _send_in_background_job(claimed, mailer)
-
-
-async def _claim(event_id: str) -> dict | None:
-    """Take the pending e-mail of this event for one attempt, unless another delivery holds it."""
-    claimed_at = now()
-    # FerretDB does not isolate a find-and-modify from a concurrent one; the lock (keyed by the
-    # event) makes the claim exclusive in this process, the lease across replicas on MongoDB.
-    async with outbox.write_lock(Email, event_id):
-        return await Email.get_pymongo_collection().find_one_and_update(
-            {"eventId": event_id, "status": "pending", "leaseUntil": {"$lte": claimed_at}},
-            {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
-            return_document=ReturnDocument.AFTER,
+        # Each held e-mail leaves `held` once: a concurrent release (a redelivery, another
+        # replica) finds it pending and leaves it to this one.
+        claimed = await store.update_and_read(
+            Email,
+            held.id,
+            {"$set": {"status": "pending", "leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+            where={"status": "held"},
         )
+        if claimed is not None:
+            released += await _send_in_background_job(claimed, mailer)
+    return released
+
+
+async def _claim(email_id: object) -> dict | None:
+    """Take a pending e-mail for one attempt, unless another delivery holds it (its lease)."""
+    claimed_at = now()
+    return await store.update_and_read(
+        Email,
+        email_id,
+        {"$set": {"leaseUntil": claimed_at + LEASE}, "$inc": {"attempts": 1}},
+        where={"status": "pending", "leaseUntil": {"$lte": claimed_at}},
+    )
 
 
 async def _send(claimed: dict, event_id: str, mailer: Mailer | None) -> None:
     """Send a claimed e-mail and record the outcome."""
-    emails = Email.get_pymongo_collection()
+    email_id = claimed["_id"]
     outgoing = OutgoingEmail(to=claimed["to"], subject=claimed["subject"], html=claimed["html"], event_id=event_id)
     try:
         delivery = await (mailer or configured_mailer()).send(outgoing)
     except TransientMailError as exc:
         # Stays pending, lease released: Dapr redelivers and the next attempt sends it.
-        await emails.update_one({"_id": claimed["_id"]}, {"$set": {"error": str(exc), "leaseUntil": now()}})
+        await store.update(Email, email_id, {"$set": {"error": str(exc), "leaseUntil": now()}})
         raise
     except RejectedMailError as exc:
-        await emails.update_one({"_id": claimed["_id"]}, {"$set": {"status": "failed", "error": str(exc)}})
+        await store.update(Email, email_id, {"$set": {"status": "failed", "error": str(exc)}})
         raise PermanentError(str(exc)) from exc
-    await emails.update_one(
-        {"_id": claimed["_id"]},
-        {
-            "$set": {
-                "status": delivery.status,
-                "providerMessageId": delivery.provider_message_id,
-                "sentAt": now(),
-                "error": None,
-            }
-        },
+    await store.update(
+        Email,
+        email_id,
+        {"$set": {"status": delivery.status, "providerMessageId": delivery.provider_message_id, "sentAt": now(),
+                  "error": None}},
     )
 
 
@@ -171,16 +167,15 @@ async def resend_stalled(mailer: Mailer | None = None) -> int:
     dead-lettered during a provider outage); give up on those older than GIVE_UP_AFTER.
     Returns how many were sent. Found by equality on `status` (an index serves it)."""
     sent, at = 0, now()
-    emails = Email.get_pymongo_collection()
-    async for stalled in emails.find({"status": "pending"}, {"eventId": 1, "createdAt": 1}):
-        if stalled["createdAt"] > at - RESEND_AFTER:
+    for stalled in await Email.find({"status": "pending"}).to_list():
+        if stalled.createdAt > at - RESEND_AFTER:
             continue  # Dapr is still redelivering its event
-        if stalled["createdAt"] < at - GIVE_UP_AFTER:
+        if stalled.createdAt < at - GIVE_UP_AFTER:
             reason = f"not sent within {GIVE_UP_AFTER}: the provider kept failing"
-            await emails.update_one({"_id": stalled["_id"], "status": "pending"}, {"$set": {"status": "failed", "error": reason}})
-            log.error("e-mail %s: %s", stalled["_id"], reason)
+            await store.update(Email, stalled.id, {"$set": {"status": "failed", "error": reason}}, where={"status": "pending"})
+            log.error("e-mail %s: %s", stalled.id, reason)
             continue
-        claimed = await _claim(stalled["eventId"])
+        claimed = await _claim(stalled.id)
         if claimed is not None:  # else another delivery or replica holds it
             sent += await _send_in_background_job(claimed, mailer)
     return sent

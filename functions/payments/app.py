@@ -1,9 +1,10 @@
 from functions.common.periodic import Periodic
 from functions.common.web import create_app
 from functions.payments import APP_ID
-from functions.payments.deadlines import DEADLINE_SWEEP_SECONDS, settle_overdue_orders
 from functions.payments.models import InvoiceNumber, InvoiceSequence, MailRequest, Order, Payment, SimulatedCharge
 from functions.payments.routes import router
+from functions.payments.saga import DEADLINE_SWEEP_SECONDS, settle_overdue_orders
+from functions.payments.settings import PaymentsSettings
 from functions.payments.subscriptions import subscriptions
 
 app = create_app(
@@ -21,4 +22,5 @@ app = create_app(
     routers=[router],
     subscriptions=subscriptions,
     jobs=[Periodic("order deadlines", settle_overdue_orders, DEADLINE_SWEEP_SECONDS)],
+    settings_kind=PaymentsSettings,
 )

@@ -26,6 +26,7 @@ from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
+from functions.common import store
 from functions.common.locks import KeyedLocks
 from functions.payments.models import Invoice, InvoiceNumber, InvoiceSequence, Order
 
@@ -48,7 +49,7 @@ async def allocate_invoice_number(order_id: str, year: int) -> str:
         seq = sequence.next if sequence else 1
         for _ in range(MAX_ATTEMPTS):
             try:
-                await InvoiceNumber(id=format_invoice_number(year, seq), year=year, seq=seq, orderId=order_id).insert()
+                await store.insert(InvoiceNumber(id=format_invoice_number(year, seq), year=year, seq=seq, orderId=order_id))
             except DuplicateKeyError:
                 # The number is taken, or the order has one (the orderId index): a redelivery, or
                 # another replica numbered it meanwhile. Looked up only on a collision.
@@ -65,9 +66,7 @@ async def allocate_invoice_number(order_id: str, year: int) -> str:
 
 async def _advance(year: int, next_seq: int) -> None:
     try:
-        await InvoiceSequence.get_pymongo_collection().update_one(
-            {"_id": year}, {"$max": {"next": next_seq}}, upsert=True
-        )
+        await store.update(InvoiceSequence, year, {"$max": {"next": next_seq}}, upsert=True)
     except DuplicateKeyError:
         pass  # two first upserts of the year raced; the hint may lag by one, which is safe
 

@@ -9,7 +9,7 @@ from functions.common.clock import now
 from functions.common.contracts import OrderAmounts, OrderLine
 from functions.common.outbox import HasOutbox
 
-# "expired": the saga did not complete within SHOP_ORDER_DEADLINE_SECONDS (payments/deadlines.py).
+# "expired": the saga did not complete within SHOP_ORDER_DEADLINE_SECONDS (payments/saga.py).
 OrderStatus = Literal["pending", "stock_reserved", "paid", "invoiced", "rejected", "payment_failed", "expired"]
 FINAL_STATUSES: frozenset[str] = frozenset({"invoiced", "rejected", "payment_failed", "expired"})
 

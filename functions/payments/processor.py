@@ -11,6 +11,7 @@ from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError
 
+from functions.common import store
 from functions.payments.models import SimulatedCharge
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class SimulatedCardProcessor:
             reason=reason,
         )
         try:
-            await charge.insert()
+            await store.insert(charge)
         except DuplicateKeyError:
             # A concurrent charge with the same key stored its result first: that one stands.
             charge = await SimulatedCharge.get(idempotency_key)
@@ -92,9 +93,7 @@ class SimulatedCardProcessor:
 
 
     async def refund(self, *, idempotency_key: str) -> None:
-        await SimulatedCharge.get_pymongo_collection().update_one(
-            {"_id": idempotency_key, "approved": True}, {"$set": {"refunded": True}}
-        )
+        await store.update(SimulatedCharge, idempotency_key, {"$set": {"refunded": True}}, where={"approved": True})
 
 
 def _result(charge: SimulatedCharge) -> ChargeResult:

@@ -4,16 +4,16 @@ from beanie import PydanticObjectId
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
+from functions.common import store
 from functions.common.auth import AdminUser, CurrentUser, Principal
 from functions.common.contracts import CartCheckedOut, EmailRequested, OrderCreated
-from functions.common.settings import get_settings
 from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.payments import APP_ID
 from functions.payments.models import MailRequest, Order, Transition
 from functions.payments.pricing import amounts, cart_version, latest_change, price_lines, read_cart
 from functions.payments.saga import find_order
 from functions.payments.schemas import FactureRequest, IdempotencyKey, MailQueued, OrderOut, OrderPlaced, PlaceOrder
+from functions.payments.settings import get_settings
 
 router = APIRouter(prefix="/api", tags=["orders"])
 
@@ -76,7 +76,7 @@ async def place_order(
     # The order, its first history step and both events in one insert: if it fails, nothing
     # is published and no record is left.
     announced = order.stage(created, source=APP_ID, key=str(order_id))
-    checkout = order.stage(
+    order.stage(
         CartCheckedOut(
             userId=principal.id,
             orderId=str(order_id),
@@ -88,13 +88,12 @@ async def place_order(
     )
     order.history.append(Transition(status="pending", at=order.createdAt, reason="Order placed", eventId=announced.id))
     try:
-        await order.insert()
+        await store.insert(order)
     except DuplicateKeyError:
         # A concurrent request with the same key (or the same cart) inserted first: its order.
         if placed := await _order_for_key(principal.id, key):
             return _replayed(placed, response)
         raise
-    await outbox.flush(Order, order.id, [announced, checkout])
     return Envelope(message="Order placed; payment is being processed", data=OrderPlaced.of(order))
 
 
@@ -134,8 +133,7 @@ async def send_facture(body: FactureRequest, admin: AdminUser) -> Envelope[MailQ
         source=APP_ID,
         key=str(mail.id),
     )
-    await mail.insert()
-    await outbox.flush(MailRequest, mail.id)
+    await store.insert(mail)
     return Envelope(
         message="E-mail queued",
         data=MailQueued(id=str(mail.id), to=mail.to, subject=mail.subject, createdAt=mail.createdAt),

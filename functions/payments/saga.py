@@ -1,35 +1,63 @@
-"""The order saga, payments' side (choreographed: each step reacts to the previous event).
+"""The saga of an order: its states, the transitions between them, and the step each event drives.
 
-    pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──▶ invoiced
+Choreographed: each step reacts to the previous event. Products reserves and releases stock, and
+notifications mails the invoice; the order itself lives here, in payments.
+
+    (placed: routes.place_order) ──▶ pending, staging order_created and cart_checkout
+    pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──payment_processed──▶ invoiced
        │                              ├──charge declined──▶ payment_failed (+ order_cancelled)
        │                              └──processor down, attempts spent──▶ payment_failed (same)
        └──stock_rejected──▶ rejected
-    pending / stock_reserved ──deadline passed (deadlines.py)──▶ expired (+ order_cancelled)
+    pending / stock_reserved ──deadline passed──▶ expired (+ order_cancelled)
+    paid ──deadline passed──▶ invoiced (the invoice step, run by the deadline sweep)
 
 Each step is one conditional update from the status it expects: it changes the status, appends
 the transition to the history and stages the step's events, all in one write. A redelivered,
 duplicated or late event finds the order past that status and changes nothing.
+
+Every order ends. An event can be lost to the saga for good: dead-lettered after the redelivery
+window (a database outage longer than it, a bug), or never published by a function whose outbox
+was lost; its order would wait forever, its stock held. Every `DEADLINE_SWEEP_SECONDS`, the
+orders whose last change is older than `SHOP_ORDER_DEADLINE_SECONDS` in a waiting status are
+settled: `pending` (no stock decision came) and `stock_reserved` (no charge decision came) have
+their payment recorded as failed first (`give_up_charging`: a charge still in flight on another
+replica then finds it and refunds) and expire, staging `order_cancelled`, on which products gives
+back whatever it holds; if a charge was recorded first it stands and the order is paid instead.
+`paid` (its `payment_processed` was lost) is invoiced now. Found by equality on `status` (an index
+serves it); the age is checked on those few.
 """
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
+from functions.common import store
 from functions.common.clock import now
 from functions.common.consumers import PermanentError
-from functions.common.contracts import IntegrationEvent
+from functions.common.contracts import (
+    IntegrationEvent,
+    InvoiceProcessing,
+    OrderCancelled,
+    PaymentFailed,
+    PaymentProcessed,
+)
 from functions.common.ids import parse_object_id
-from functions.common.outbox import PendingEvent, write_lock
+from functions.common.outbox import PendingEvent
 from functions.payments import APP_ID
+from functions.payments.invoicing import allocate_invoice_number, build_invoice
 from functions.payments.models import Order, OrderStatus, Payment, Transition
-from functions.payments.processor import CardProcessor, get_processor
+from functions.payments.processor import CardProcessor, TransientPaymentError, get_processor
+from functions.payments.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+DEADLINE_SWEEP_SECONDS = 60.0
+WAITING: tuple[OrderStatus, ...] = ("pending", "stock_reserved", "paid")
+BATCH = 200  # orders settled per status per round; the next round takes the rest
 
 
 async def find_order(order_id: str) -> Order | None:
@@ -67,34 +95,28 @@ async def transition(
     at = now()
     steps = [Transition(status=s, at=at, eventId=event_id).model_dump() for s in passing]
     steps.append(Transition(status=to, at=at, reason=reason, eventId=event_id).model_dump())
-    pushes: dict[str, Any] = {"history": {"$each": steps}}
-    sets: dict[str, Any] = {"status": to, "updatedAt": at, **(changes or {})}
-    pending = stage(*events, order_id=order_id)
-    if pending:
-        pushes["outbox"] = {"$each": [p.model_dump() for p in pending]}
-        sets["outboxPending"] = True
     status = {"$in": list(expected)} if isinstance(expected, tuple) else expected
-    async with write_lock(Order, order_id):
-        result = await Order.get_pymongo_collection().update_one(
-            {"_id": order_id, "status": status}, {"$set": sets, "$push": pushes}
-        )
-    if not result.matched_count:
+    moved = await store.update(
+        Order,
+        order_id,
+        {"$set": {"status": to, "updatedAt": at, **(changes or {})}, "$push": {"history": {"$each": steps}}},
+        where={"status": status},
+        events=stage(*events, order_id=order_id),
+    )
+    if not moved:
         log.info("order %s is no longer %s; %s not applied", order_id, expected, to)
-        return False
-    if pending:
-        await outbox.flush(Order, order_id, pending)
-    return True
+    return moved
 
 
 async def count_failed_charge(order_id: PydanticObjectId) -> int:
     """Count one transient failure to charge the order (it is still stock_reserved); returns the
     count so far. Kept on the order, so every replica and restart sees the same count."""
-    async with write_lock(Order, order_id):
-        counted = await Order.get_pymongo_collection().find_one_and_update(
-            {"_id": order_id, "status": "stock_reserved"},
-            {"$inc": {"transientChargeFailures": 1}, "$set": {"updatedAt": now()}},
-            return_document=ReturnDocument.AFTER,
-        )
+    counted = await store.update_and_read(
+        Order,
+        order_id,
+        {"$inc": {"transientChargeFailures": 1}, "$set": {"updatedAt": now()}},
+        where={"status": "stock_reserved"},
+    )
     return counted["transientChargeFailures"] if counted else 0
 
 
@@ -138,7 +160,7 @@ async def give_up_charging(order: Order, reason: str) -> Payment:
 
 async def _record(payment: Payment, processor: CardProcessor) -> Payment:
     try:
-        await payment.insert()
+        await store.insert(payment)
         return payment
     except DuplicateKeyError:
         recorded = await Payment.get(payment.id)
@@ -146,3 +168,126 @@ async def _record(payment: Payment, processor: CardProcessor) -> Payment:
         log.warning("order %s: charged after its payment was recorded as failed; refunding", payment.id)
         await processor.refund(idempotency_key=payment.id)
     return recorded
+
+
+# The steps, one per event that moves an order (subscriptions.py maps each topic to its step).
+
+
+async def charge(order_id: str, event_id: str) -> None:
+    """Stock is held: charge the card. Approved → paid + payment_processed; declined →
+    payment_failed, staging payment_failed and order_cancelled (products gives the stock back). A
+    transient processor failure raises, so Dapr redelivers while the order waits in
+    stock_reserved; after `SHOP_PAYMENT_MAX_ATTEMPTS` of them the payment fails like a decline,
+    so an outage never leaves the order holding stock."""
+    order = await load_order(order_id)
+    if order.status not in ("pending", "stock_reserved"):
+        log.info("order %s is %s; stock_reserved %s changes nothing", order.id, order.status, event_id)
+        return
+
+    try:
+        payment = await charge_once(order)
+    except TransientPaymentError:
+        if order.status == "pending":  # the order waits in stock_reserved while Dapr redelivers
+            await transition(order.id, expected="pending", to="stock_reserved", event_id=event_id)
+        attempts = await count_failed_charge(order.id)
+        if attempts < get_settings().payment_max_attempts:
+            raise
+        # Recorded as failed first: a delivery still charging (another replica) then finds the
+        # failure recorded and refunds its charge. A real provider's timeout may hide a charge
+        # made under the order id (the idempotency key): reconciliation with the provider
+        # settles that one.
+        log.error("order %s: the processor failed %d times; failing its payment", order.id, attempts)
+        payment = await give_up_charging(order, f"Payment processor unavailable after {attempts} attempts")
+        order = await load_order(order_id)  # now stock_reserved (this step moved it)
+    # One write from pending or stock_reserved; the history shows stock_reserved either way.
+    await settle_payment(order, payment, event_id, passing=("stock_reserved",) if order.status == "pending" else ())
+
+
+async def settle_payment(order: Order, payment: Payment, event_id: str, passing: tuple[OrderStatus, ...] = ()) -> bool:
+    """(pending →) stock_reserved → paid, staging payment_processed; or → payment_failed, staging
+    payment_failed and order_cancelled (products gives the stock back)."""
+    order_id = str(order.id)
+    if payment.status == "approved":
+        to, reason = "paid", None
+        changes: dict[str, Any] = {"paymentId": payment.chargeId}
+        events: list[IntegrationEvent] = [
+            PaymentProcessed(orderId=order_id, paymentId=payment.chargeId, amountCents=payment.amountCents)
+        ]
+    else:
+        to, reason = "payment_failed", payment.reason or "Payment declined"
+        changes = {"paymentId": payment.chargeId or None, "failureReason": reason}
+        events = [PaymentFailed(orderId=order_id, reason=reason),
+                  OrderCancelled(orderId=order_id, reason=f"Payment failed: {reason}")]
+    return await transition(order.id, expected=("pending", "stock_reserved"), to=to, passing=passing,
+                            event_id=event_id, reason=reason, changes=changes, events=events)
+
+
+async def reject(order_id: str, reason: str, event_id: str) -> None:
+    """Not enough stock: the order is rejected. No order_cancelled: products reserves all of an
+    order's lines or none, so a rejected order holds no stock to give back."""
+    order = await load_order(order_id)
+    if order.status != "pending":
+        log.info("order %s is %s; stock_rejected %s changes nothing", order.id, order.status, event_id)
+        return
+    await transition(
+        order.id, expected="pending", to="rejected", event_id=event_id, reason=reason, changes={"failureReason": reason}
+    )
+
+
+async def invoice(order_id: str, event_id: str) -> None:
+    """Paid: issue the invoice (its sequential number, lines, tax, total), move the order to
+    invoiced and stage invoice_processing (notifications renders and mails it)."""
+    order = await load_order(order_id)
+    if order.status != "paid":
+        log.info("order %s is %s; payment_processed %s changes nothing", order.id, order.status, event_id)
+        return
+    issued_at = now()
+    number = await allocate_invoice_number(str(order.id), issued_at.year)
+    issued = build_invoice(order, number, issued_at)
+    await transition(
+        order.id,
+        expected="paid",
+        to="invoiced",
+        event_id=event_id,
+        changes={"invoiceNumber": number, "invoice": issued.model_dump()},
+        events=[
+            InvoiceProcessing(
+                orderId=str(order.id),
+                invoiceNumber=number,
+                userId=order.userId,
+                email=order.email,
+                lines=issued.lines,
+                **issued.amounts(),
+            )
+        ],
+    )
+
+
+async def settle_overdue_orders() -> int:
+    """The deadline step: settle every order overdue in a waiting status; returns how many moved."""
+    deadline = timedelta(seconds=get_settings().order_deadline_seconds)
+    cutoff = now() - deadline
+    moved = 0
+    for status in WAITING:
+        for order in await Order.find({"status": status, "updatedAt": {"$lt": cutoff}}).limit(BATCH).to_list():
+            log.warning("order %s has been %s since %s (deadline %s): settling it", order.id, status, order.updatedAt, deadline)
+            moved += await _settle(order, deadline)
+    return moved
+
+
+async def _settle(order: Order, deadline: timedelta) -> bool:
+    event_id = f"deadline:{order.id}:{order.status}"
+    if order.status == "paid":
+        await invoice(str(order.id), event_id)
+        return True
+    minutes = deadline.total_seconds() / 60
+    reason = f"The order did not complete within {minutes:g} minutes (stopped at {order.status})"
+    payment = await give_up_charging(order, reason)
+    if payment.status == "approved":
+        # The charge was recorded before the deadline: the order is paid after all.
+        return await settle_payment(order, payment, event_id)
+    return await transition(
+        order.id, expected=("pending", "stock_reserved"), to="expired", event_id=event_id, reason=reason,
+        changes={"failureReason": reason},
+        events=[OrderCancelled(orderId=str(order.id), reason=reason)],
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
+from functions.common import store
 from functions.common.clock import now
 from functions.common.contracts import ProductCreated
 from functions.products import APP_ID
@@ -92,12 +92,11 @@ async def seed_catalogue() -> None:
             key=item.id,
         )
         try:
-            await product.insert()
+            await store.insert(product)
         except DuplicateKeyError:
             continue  # inserted by another replica, or by a start that stopped before the marker
-        await outbox.flush(Product, product.id)
     try:
-        await CatalogueSeed(id=SEED_ID, seededAt=now()).insert()
+        await store.insert(CatalogueSeed(id=SEED_ID, seededAt=now()))
         log.info("seeded the catalogue (%d products)", len(CATALOGUE))
     except DuplicateKeyError:
         pass

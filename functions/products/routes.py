@@ -5,7 +5,7 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
-from functions.common import outbox
+from functions.common import store
 from functions.common.auth import AdminUser
 from functions.common.clock import now
 from functions.common.contracts import ProductCreated
@@ -15,7 +15,6 @@ from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.products import APP_ID
 from functions.products.models import Product
 from functions.products.schemas import ProductCreate, ProductOut, ProductPage, ProductUpdate, cents
-from functions.products.stock import product_lock
 
 router = APIRouter(prefix="/api/products", tags=["products"])
 
@@ -97,8 +96,7 @@ async def create_product(body: ProductCreate, _: AdminUser) -> Envelope[ProductO
         source=APP_ID,
         key=str(product.id),
     )
-    await product.insert()
-    await outbox.flush(Product, product.id)
+    await store.insert(product)
     return Envelope(message="Product created", data=ProductOut.of(product))
 
 
@@ -119,7 +117,7 @@ async def update_product(
     # One conditional update of the given fields only, never a whole-document save that could
     # overwrite a concurrent stock reservation: a stock change is an $inc, or a count guarded by
     # the version the admin read.
-    where: dict = {"_id": product.id}
+    where: dict = {}
     if if_match is not None:
         as_read = _as_read(if_match)
         if as_read is None:
@@ -132,9 +130,7 @@ async def update_product(
             where["stock"] = where.get("stock", {"$gte": -body.stockDelta})
             if isinstance(where["stock"], int) and where["stock"] < -body.stockDelta:
                 raise HTTPException(status.HTTP_409_CONFLICT, BELOW_ZERO)
-    async with product_lock(product.id):
-        changed = await Product.get_pymongo_collection().update_one(where, update)
-    if not changed.matched_count:
+    if not await store.update(Product, product.id, update, where=where):
         current = await _found(product_id)  # 404 if it was deleted meanwhile
         if if_match is not None and if_match.strip().removeprefix("W/") != etag(current):
             raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, STALE)
@@ -147,8 +143,6 @@ async def update_product(
 @router.delete("/{product_id}", summary="Delete a product (admins)")
 async def delete_product(product_id: str, _: AdminUser) -> Envelope[ProductOut]:
     product = await _found(product_id)
-    async with product_lock(product.id):
-        deleted = await Product.get_pymongo_collection().delete_one({"_id": product.id})
-    if not deleted.deleted_count:
+    if not await store.delete(Product, product.id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return Envelope(message="Product deleted", data=ProductOut.of(product))

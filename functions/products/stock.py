@@ -24,12 +24,10 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
-from typing import AsyncContextManager
 
-from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
+from functions.common import outbox, store
 from functions.common.clock import now
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
 from functions.common.ids import parse_object_id
@@ -46,15 +44,6 @@ _order_lock = KeyedLocks()
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 # Reservation states in which the order may hold no units: any hold found then goes back.
 HOLDS_NOTHING = ("rejected", "cancelled", "released", "committed")
-
-
-def product_lock(product_id: PydanticObjectId) -> AsyncContextManager:
-    """Held around every update of one product in this process (see the module docstring)."""
-    return outbox.write_lock(Product, product_id)
-
-
-def _reservation_lock(order_id: str) -> AsyncContextManager:
-    return outbox.write_lock(StockReservation, order_id)
 
 
 def hold_key(order_id: str) -> str:
@@ -81,16 +70,15 @@ async def _take(order_id: str, line: ReservedLine) -> bool:
     if product_id is None:
         return False
     hold = f"holds.{hold_key(order_id)}"
-    products = Product.get_pymongo_collection()
-    async with product_lock(product_id):
-        taken = await products.update_one(
-            {"_id": product_id, "stock": {"$gte": line.quantity}, hold: {"$exists": False}},
-            {"$inc": {"stock": -line.quantity}, "$set": {hold: line.quantity, "updatedAt": now()}},
-        )
-        if taken.matched_count:
-            return True
-        # An earlier delivery of this order may already have taken them before it stopped.
-        return await products.count_documents({"_id": product_id, hold: {"$exists": True}}, limit=1) > 0
+    if await store.update(
+        Product,
+        product_id,
+        {"$inc": {"stock": -line.quantity}, "$set": {hold: line.quantity, "updatedAt": now()}},
+        where={"stock": {"$gte": line.quantity}, hold: {"$exists": False}},
+    ):
+        return True
+    # An earlier delivery of this order may already have taken them before it stopped.
+    return await Product.find_one({"_id": product_id, hold: {"$exists": True}}) is not None
 
 
 async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> None:
@@ -103,8 +91,7 @@ async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> Non
     update = {"$unset": {hold: ""}}
     if restock:
         update |= {"$inc": {"stock": line.quantity}, "$set": {"updatedAt": now()}}
-    async with product_lock(product_id):
-        await Product.get_pymongo_collection().update_one({"_id": product_id, hold: {"$exists": True}}, update)
+    await store.update(Product, product_id, update, where={hold: {"$exists": True}})
 
 
 async def _available(line: ReservedLine) -> bool:
@@ -121,11 +108,9 @@ async def _give_back_holds(order_id: str, reservation: StockReservation) -> None
 
 
 async def _set_state(order_id: str, expected: str, state: str) -> bool:
-    async with _reservation_lock(order_id):
-        changed = await StockReservation.get_pymongo_collection().update_one(
-            {"_id": order_id, "state": expected}, {"$set": {"state": state, "updatedAt": now()}}
-        )
-    return changed.matched_count > 0
+    return await store.update(
+        StockReservation, order_id, {"$set": {"state": state, "updatedAt": now()}}, where={"state": expected}
+    )
 
 
 async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
@@ -133,7 +118,7 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
     async with _order_lock(order_id):
         reservation = StockReservation(id=order_id, state="reserving", lines=merge_lines(lines))
         try:
-            await reservation.insert()
+            await store.insert(reservation)
         except DuplicateKeyError:
             reservation = await StockReservation.get(order_id)
             if reservation.state != "reserving":
@@ -166,17 +151,14 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
             state, reason = "reserved", None
             outcome = StockReserved(orderId=order_id)
 
-        pending = PendingEvent.of(outcome, source=APP_ID, key=order_id)
-        async with _reservation_lock(order_id):
-            decided = await StockReservation.get_pymongo_collection().update_one(
-                {"_id": order_id, "state": "reserving"},
-                outbox.with_event(
-                    {"$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()}}, pending
-                ),
-            )
-        if decided.matched_count:
-            await outbox.flush(StockReservation, order_id, [pending])
-        else:
+        decided = await store.update(
+            StockReservation,
+            order_id,
+            {"$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()}},
+            where={"state": "reserving"},
+            events=[PendingEvent.of(outcome, source=APP_ID, key=order_id)],
+        )
+        if not decided:
             # Another delivery (a redelivery on another replica, a rebalance) or a cancellation
             # decided first: its decision stands and this outcome is dropped.
             state = (await StockReservation.get(order_id)).state
@@ -197,7 +179,7 @@ async def release(order_id: str) -> None:
             # The cancellation overtook its order_created: leave a marker so that, when the
             # order arrives, it reserves nothing.
             try:
-                await StockReservation(id=order_id, state="cancelled", lines=[]).insert()
+                await store.insert(StockReservation(id=order_id, state="cancelled", lines=[]))
                 return
             except DuplicateKeyError:
                 reservation = await StockReservation.get(order_id)
@@ -234,22 +216,22 @@ async def return_stray_holds() -> int:
     Holds of orders still reserving or reserved are left alone; a hold under a digest key (an
     order id unfit for a field name) cannot be traced back and is only logged."""
     returned = 0
-    products = Product.get_pymongo_collection()
-    async for product in products.find({"holds": {"$ne": {}}}, {"holds": 1}):
-        for key, units in (product.get("holds") or {}).items():
+    async for product in Product.find({"holds": {"$ne": {}}}):
+        for key, units in product.holds.items():
             reservation = await StockReservation.get(key)
             if reservation is None or reservation.state not in HOLDS_NOTHING:
                 if reservation is None:
-                    log.warning("product %s: hold %s (%s units) names no known order", product["_id"], key, units)
+                    log.warning("product %s: hold %s (%s units) names no known order", product.id, key, units)
                 continue
             hold = f"holds.{key}"
-            async with product_lock(product["_id"]):
-                given = await products.update_one(
-                    {"_id": product["_id"], hold: units},
-                    {"$unset": {hold: ""}, "$inc": {"stock": units}, "$set": {"updatedAt": now()}},
-                )
-            if given.matched_count:
+            given = await store.update(
+                Product,
+                product.id,
+                {"$unset": {hold: ""}, "$inc": {"stock": units}, "$set": {"updatedAt": now()}},
+                where={hold: units},
+            )
+            if given:
                 log.warning("product %s: gave back %s units of stray hold %s (order %s)",
-                            product["_id"], units, key, reservation.state)
+                            product.id, units, key, reservation.state)
                 returned += units
     return returned

@@ -2,6 +2,7 @@ from functions.common.web import create_app
 from functions.users import APP_ID
 from functions.users.models import User
 from functions.users.routes import router
+from functions.users.settings import UsersSettings
 from functions.users.setup import ensure_admin
 
 app = create_app(
@@ -11,4 +12,5 @@ app = create_app(
     models=[User],
     routers=[router],
     on_startup=[ensure_admin],
+    settings_kind=UsersSettings,
 )

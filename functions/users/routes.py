@@ -5,16 +5,17 @@ from bson.errors import InvalidId
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import outbox
-from functions.common.auth import CurrentUser, hash_password, issue_token, verify_password
+from functions.common import store
+from functions.common.auth import CurrentUser, issue_token
 from functions.common.clock import now
 from functions.common.contracts import EmailVerified, UserLoggedIn, UserRegistered
 from functions.common.outbox import PendingEvent
-from functions.common.settings import get_settings
 from functions.common.web import Envelope
 from functions.users import APP_ID, throttle, verification
 from functions.users.models import User
+from functions.users.passwords import hash_password, verify_password
 from functions.users.schemas import LoginRequest, RegisterRequest, Session, UserOut
+from functions.users.settings import get_settings
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -48,10 +49,9 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
         key=str(user.id),
     )
     try:
-        await user.insert()
+        await store.insert(user)
     except DuplicateKeyError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, TAKEN) from exc
-    await outbox.flush(User, user.id)
     return Envelope(message="User registered", data=UserOut.of(user))
 
 
@@ -82,13 +82,8 @@ async def login(
 
     logged_in = now()
     pending = PendingEvent.of(UserLoggedIn(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
-    # The login time and its event in one write, relayed like every other event; under the
-    # document's write lock, so a relay pulling an earlier login's event cannot overwrite it.
-    async with outbox.write_lock(User, user.id):
-        await User.get_pymongo_collection().update_one(
-            {"_id": user.id}, outbox.with_event({"$set": {"lastLoginAt": logged_in}}, pending)
-        )
-    await outbox.flush(User, user.id)
+    # The login time and its event in one write, relayed like every other event.
+    await store.update(User, user.id, {"$set": {"lastLoginAt": logged_in}}, events=[pending])
     token = issue_token(str(user.id), user.email, user.role)
     return Envelope(message="Logged in", data=Session(token=token, user=UserOut.of(user)))
 
@@ -109,14 +104,10 @@ async def verify_email(token: Annotated[str, Query(min_length=1, max_length=2000
     if user.emailVerifiedAt is not None:
         return Envelope(message="Your e-mail address is already verified", data=None)
     pending = PendingEvent.of(EmailVerified(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
-    async with outbox.write_lock(User, user.id):
-        # Once: only the first click (of one or several at once) verifies and announces it.
-        verified = await User.get_pymongo_collection().update_one(
-            {"_id": user.id, "emailVerifiedAt": None},
-            outbox.with_event({"$set": {"emailVerifiedAt": now()}}, pending),
-        )
-    if verified.matched_count:
-        await outbox.flush(User, user.id, [pending])
+    # Once: only the first click (of one or several at once) verifies and announces it.
+    await store.update(
+        User, user.id, {"$set": {"emailVerifiedAt": now()}}, where={"emailVerifiedAt": None}, events=[pending]
+    )
     return Envelope(message="Your e-mail address is verified", data=None)
 
 

@@ -4,9 +4,10 @@ import logging
 
 from pymongo.errors import DuplicateKeyError
 
-from functions.common.auth import hash_password, verify_password
-from functions.common.settings import get_settings
+from functions.common import store
 from functions.users.models import User
+from functions.users.passwords import hash_password, verify_password
+from functions.users.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def ensure_admin() -> None:
             role="admin",
         )
         try:
-            await admin.insert()
+            await store.insert(admin)
             log.info("created the admin account %s", email)
             return
         except DuplicateKeyError:
@@ -39,7 +40,6 @@ async def ensure_admin() -> None:
         # Promoting it would hand admin rights to whoever registered that e-mail first.
         log.error("SHOP_ADMIN_EMAIL %s belongs to a customer account; no admin was created", email)
     elif existing is not None and not await verify_password(existing.passwordHash, settings.admin_password):
-        await User.get_pymongo_collection().update_one(
-            {"_id": existing.id, "role": "admin"}, {"$set": {"passwordHash": await hash_password(settings.admin_password)}}
-        )
+        new_hash = await hash_password(settings.admin_password)
+        await store.update(User, existing.id, {"$set": {"passwordHash": new_hash}}, where={"role": "admin"})
         log.warning("the admin account %s has a new password (SHOP_ADMIN_PASSWORD changed)", email)

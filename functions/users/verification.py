@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import jwt
 
 from functions.common.auth import TOKEN_ISSUER
-from functions.common.settings import get_settings
+from functions.users.settings import get_settings
 
 VERIFY_AUDIENCE = "the-shop/verify-email"
 VERIFY_TTL = timedelta(days=7)

@@ -19,7 +19,7 @@ import respx
 from fastapi import FastAPI
 
 from functions.common import sidecar
-from functions.common.settings import get_settings
+from functions.common.settings import settings_of
 from tests.stack import stack
 
 SIDECAR = "http://127.0.0.1:3500"
@@ -52,7 +52,7 @@ def mongo_uri() -> str:
         SHOP_OUTBOX_SWEEP_SECONDS="3600",  # tests flush explicitly; no background surprises
         SENDGRID_API_KEY="",
     )
-    get_settings.cache_clear()
+    settings_of.cache_clear()
     yield uri
     for process in processes:
         process.send_signal(signal.SIGINT)  # FerretDB stops; PostgreSQL's fast shutdown

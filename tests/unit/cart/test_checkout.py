@@ -49,9 +49,9 @@ async def test_checkout_is_idempotent(client, dapr, shopper, catalogue):
     event = checkout(shopper, cafe)
     cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "topic": "cart_checkout", "data": event.model_dump(mode="json")}
 
-    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
     after_first = await Cart.get(shopper.id)
-    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"  # the inbox skips it
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"  # the inbox skips it
     await empty_checked_out_lines(event, context())  # the handler alone, as after a crash before the inbox
     again = await Cart.get(shopper.id)
     assert list(again.lines) == [miel["id"]]
@@ -69,7 +69,7 @@ async def test_a_line_changed_after_the_cart_was_read_stays(client, dapr, shoppe
     # While the order is being placed, the customer adds another café.
     await fill(client, shopper, cafe)
     cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "data": event.model_dump(mode="json")}  # through JSON, as delivered
-    assert await deliver(CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
     await empty_checked_out_lines(event, context())  # redelivered under another id: still the same
 
     cart = await Cart.get(shopper.id)
@@ -88,4 +88,4 @@ async def test_checkout_of_a_user_without_a_cart_or_with_odd_ids_changes_nothing
 
 
 async def test_a_malformed_checkout_event_is_dropped(client, dapr):
-    assert await deliver(CartCheckedOut, empty_checked_out_lines, {"id": "evt_bad", "data": {"userId": "u"}}) == "DROP"
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, {"id": "evt_bad", "data": {"userId": "u"}}) == "DROP"

@@ -1,7 +1,5 @@
-"""Passwords and JWTs, and the CurrentUser / AdminUser dependencies."""
+"""JWTs, and the CurrentUser / AdminUser dependencies."""
 
-import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -9,45 +7,9 @@ import jwt
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 
-from functions.common import auth
-from functions.common.auth import (
-    AdminUser,
-    CurrentUser,
-    decode_token,
-    hash_password,
-    issue_token,
-    verify_password,
-)
+from functions.common.auth import AdminUser, CurrentUser, decode_token, issue_token
 from functions.common.settings import get_settings
 from functions.common.web import install_error_handlers
-
-
-async def test_passwords_are_hashed_slowly_salted_and_verified():
-    first, second = await hash_password("una-clave-larga"), await hash_password("una-clave-larga")
-    assert first.startswith("$argon2id$") and first != second  # salted
-    assert await verify_password(first, "una-clave-larga") and await verify_password(second, "una-clave-larga")
-    assert not await verify_password(first, "otra-clave")
-    assert not await verify_password("not a hash", "una-clave-larga")
-    assert not await verify_password(None, "decoy-password-never-matches")  # unknown e-mail
-
-
-async def test_a_burst_of_hashes_runs_a_bounded_number_at_once(monkeypatch):
-    """Each argon2 hash holds 64 MiB while it runs: a burst must not run them all at once."""
-
-    class CountingHasher:
-        running = most = 0
-
-        def hash(self, password: str) -> str:
-            CountingHasher.running += 1
-            CountingHasher.most = max(CountingHasher.most, CountingHasher.running)
-            time.sleep(0.05)
-            CountingHasher.running -= 1
-            return f"hash-of-{password}"
-
-    monkeypatch.setattr(auth, "_hasher", CountingHasher())
-    hashes = await asyncio.gather(*(hash_password(f"clave-{i}") for i in range(12)))
-    assert hashes == [f"hash-of-clave-{i}" for i in range(12)]
-    assert CountingHasher.most == get_settings().password_hash_concurrency
 
 
 def test_a_token_carries_sub_email_and_role_for_one_hour():

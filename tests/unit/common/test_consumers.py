@@ -51,37 +51,37 @@ class Recorder:
 async def test_a_handled_event_is_recorded_and_a_redelivery_skipped(database):
     recorder = Recorder()
     delivered = cloud_event()
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
 
     [(event, context)] = recorder.calls
     assert event == StockReserved(orderId="o1")
     assert (context.id, context.topic, context.source) == (delivered["id"], "stock_reserved", "products")
-    inbox = await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"]))
+    inbox = await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"]))
     assert inbox is not None and inbox.topic == "stock_reserved"
 
 
 async def test_a_new_event_id_is_handled_again(database):
     recorder = Recorder()
     for _ in range(2):
-        assert await deliver(StockReserved, recorder.handle_stock_reserved, cloud_event()) == "SUCCESS"
+        assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, cloud_event()) == "SUCCESS"
     assert len(recorder.calls) == 2
 
 
 async def test_a_transient_failure_asks_for_a_retry_and_the_retry_is_handled(database):
     recorder = Recorder(RuntimeError("database hiccup"))
     delivered = cloud_event()
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
-    assert await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"])) is None
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
+    assert await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"])) is None
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
     assert len(recorder.calls) == 2
 
 
 async def test_a_permanent_failure_is_dropped_to_the_dead_letter(database):
     recorder = Recorder(PermanentError("unknown order"))
     delivered = cloud_event()
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "DROP"
-    assert await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"])) is None
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "DROP"
+    assert await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"])) is None
 
 
 async def test_two_deliveries_of_one_event_at_once_run_the_handler_once(database):
@@ -96,27 +96,27 @@ async def test_two_deliveries_of_one_event_at_once_run_the_handler_once(database
         await release.wait()
 
     delivered = cloud_event()
-    first = asyncio.create_task(deliver(StockReserved, handle_stock_reserved, delivered))
+    first = asyncio.create_task(deliver("payments", StockReserved, handle_stock_reserved, delivered))
     await started.wait()
-    assert await deliver(StockReserved, handle_stock_reserved, delivered) == "RETRY"
+    assert await deliver("payments", StockReserved, handle_stock_reserved, delivered) == "RETRY"
     release.set()
     assert await first == "SUCCESS"
-    assert await deliver(StockReserved, handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver("payments", StockReserved, handle_stock_reserved, delivered) == "SUCCESS"
     assert calls == [delivered["id"]]
-    assert (await ProcessedEvent.get(inbox_key("stock_reserved", delivered["id"]))).state == "done"
+    assert (await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"]))).state == "done"
 
 
 async def test_a_claim_left_by_a_dead_delivery_is_taken_over_once_it_expires(database):
     # What a process killed mid-handler leaves: a claim that no one will finish.
     recorder = Recorder()
     delivered = cloud_event()
-    key = inbox_key("stock_reserved", delivered["id"])
+    key = inbox_key("payments", "stock_reserved", delivered["id"])
     at = now()
     await ProcessedEvent(id=key, topic="stock_reserved", processedAt=at, state="handling", claim="dead",
                          claimedUntil=at + timedelta(seconds=INBOX_CLAIM_SECONDS)).insert()
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "RETRY"
     await ProcessedEvent.get_pymongo_collection().update_one({"_id": key}, {"$set": {"claimedUntil": at - timedelta(seconds=1)}})
-    assert await deliver(StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
+    assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
     assert len(recorder.calls) == 1
     assert (await ProcessedEvent.get(key)).state == "done"
 
@@ -129,7 +129,7 @@ async def test_malformed_events_are_dropped_without_calling_the_handler(database
         {"id": "evt_2", "data": {"orderId": ["not", "a", "string"]}},
         {"id": "evt_3", "data": "not an object"},
     ):
-        assert await deliver(StockReserved, recorder.handle_stock_reserved, malformed) == "DROP", malformed
+        assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, malformed) == "DROP", malformed
     assert recorder.calls == []
 
 

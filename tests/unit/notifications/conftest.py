@@ -3,7 +3,7 @@ import uuid
 import httpx
 import pytest
 
-from functions.common.settings import get_settings
+from functions.common.settings import settings_of
 from functions.notifications import sending
 from functions.notifications.app import app
 from functions.notifications.mailer import SENDGRID_SEND_URL
@@ -41,13 +41,13 @@ def unverified() -> None:
 def sendgrid(client, dapr, monkeypatch):
     """SENDGRID_API_KEY set, and SendGrid's v3 mail/send mocked: answers 202 with a message id."""
     monkeypatch.setenv("SENDGRID_API_KEY", SENDGRID_KEY)
-    get_settings.cache_clear()
+    settings_of.cache_clear()
     route = dapr.router.post(SENDGRID_SEND_URL).mock(
         side_effect=lambda request: httpx.Response(202, headers={"X-Message-Id": f"sg-{uuid.uuid4().hex[:12]}"})
     )
     yield route
     monkeypatch.undo()
-    get_settings.cache_clear()
+    settings_of.cache_clear()
 
 
 def new_address() -> str:

@@ -7,7 +7,7 @@ import pytest
 from functions.common.auth import issue_token
 from functions.common.consumers import EventContext
 from functions.common.contracts import UserRegistered
-from functions.common.settings import get_settings
+from functions.common.settings import settings_of
 from functions.notifications.subscriptions import send_welcome_email
 from tests.unit.notifications.conftest import new_address
 
@@ -109,10 +109,10 @@ async def test_a_delivery_over_http_stores_the_email(client):
 def app_token(monkeypatch):
     """APP_API_TOKEN set, as `task up` and the cluster set it: the sidecar's delivery carries it."""
     monkeypatch.setenv("APP_API_TOKEN", "the-sidecars-app-token")
-    get_settings.cache_clear()
+    settings_of.cache_clear()
     yield "the-sidecars-app-token"
     monkeypatch.delenv("APP_API_TOKEN")
-    get_settings.cache_clear()
+    settings_of.cache_clear()
 
 
 @pytest.mark.parametrize("sent", [None, "a-forged-token"])

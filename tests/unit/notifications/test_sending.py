@@ -18,7 +18,7 @@ from functions.common.contracts import (
     OrderLine,
     UserRegistered,
 )
-from functions.common.settings import get_settings
+from functions.notifications.settings import get_settings
 from functions.notifications.models import Email
 from functions.notifications.sending import GIVE_UP_AFTER, resend_stalled
 from functions.notifications.subscriptions import (
@@ -130,8 +130,8 @@ async def test_event_text_is_escaped_in_the_html(client):
 
 async def test_a_redelivered_event_sends_nothing(client, sendgrid):
     delivered = cloud_event(welcome())
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "SUCCESS"
     # Even past the inbox (a crash between the send and the inbox record), the e-mail is final.
     await send_welcome_email(welcome(to=delivered["data"]["email"]), context("welcome_flow").model_copy(
         update={"id": delivered["id"]}
@@ -166,11 +166,11 @@ async def test_a_sendgrid_5xx_is_retried_and_the_retry_sends_it(client, sendgrid
     sendgrid.side_effect = [httpx.Response(503, text="busy"), httpx.Response(202, headers={"X-Message-Id": "sg-2"})]
     delivered = cloud_event(welcome())
 
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "RETRY"
     [email] = await emails_for(delivered["id"])
     assert email.status == "pending" and "503" in email.error
 
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "SUCCESS"
     [email] = await emails_for(delivered["id"])
     assert (email.status, email.providerMessageId, email.error, email.attempts) == ("sent", "sg-2", None, 2)
     assert sendgrid.call_count == 2
@@ -180,7 +180,7 @@ async def test_a_sendgrid_timeout_or_rate_limit_is_retried(client, sendgrid):
     for failure in (httpx.ConnectTimeout("timed out"), httpx.Response(429, text="slow down")):
         sendgrid.side_effect = [failure]
         delivered = cloud_event(welcome())
-        assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+        assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "RETRY"
         [email] = await emails_for(delivered["id"])
         assert email.status == "pending" and email.error
 
@@ -189,7 +189,7 @@ async def test_a_sendgrid_4xx_is_recorded_as_failed_and_dead_lettered(client, se
     sendgrid.side_effect = [httpx.Response(400, json={"errors": [{"message": "invalid from address"}]})]
     delivered = cloud_event(facture())
 
-    assert await deliver(EmailRequested, send_requested_email, delivered) == "DROP"
+    assert await deliver("notifications", EmailRequested, send_requested_email, delivered) == "DROP"
     [email] = await emails_for(delivered["id"])
     assert email.status == "failed" and "400" in email.error and "invalid from address" in email.error
 
@@ -207,7 +207,7 @@ async def test_an_email_another_delivery_is_sending_is_retried_not_sent_twice(cl
         topic="welcome_flow", leaseUntil=now() + timedelta(seconds=30),
     ).insert()  # fmt: skip
 
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "RETRY"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "RETRY"
     assert sendgrid.call_count == 0
 
 
@@ -219,13 +219,13 @@ async def test_a_lapsed_lease_lets_the_next_delivery_send(client, sendgrid):
         topic="welcome_flow", leaseUntil=now() - timedelta(seconds=1), attempts=1,
     ).insert()  # fmt: skip
 
-    assert await deliver(UserRegistered, send_welcome_email, delivered) == "SUCCESS"
+    assert await deliver("notifications", UserRegistered, send_welcome_email, delivered) == "SUCCESS"
     [email] = await emails_for(delivered["id"])
     assert email.status == "sent" and email.attempts == 2 and sendgrid.call_count == 1
 
 
 async def test_a_malformed_event_is_dropped(client):
-    assert await deliver(EmailRequested, send_requested_email, {"id": "evt_x", "data": {"to": "nope"}}) == "DROP"
+    assert await deliver("notifications", EmailRequested, send_requested_email, {"id": "evt_x", "data": {"to": "nope"}}) == "DROP"
     assert await emails_for("evt_x") == []
 
 
@@ -285,7 +285,7 @@ async def test_mail_to_an_unverified_address_is_held_until_it_is_verified(client
 
     verified = EmailVerified(userId="u1", email=to)
     for _ in range(2):  # a redelivery releases nothing more
-        assert await deliver(EmailVerified, release_held_emails, cloud_event(verified)) == "SUCCESS"
+        assert await deliver("notifications", EmailVerified, release_held_emails, cloud_event(verified)) == "SUCCESS"
 
     sent = await Email.find(Email.to == to).to_list()
     assert sorted(e.status for e in sent) == ["sent", "sent"]

@@ -6,11 +6,7 @@ import uuid
 import pytest
 
 from functions.payments.models import SimulatedCharge
-from functions.payments.processor import (
-    CardProcessor,
-    SimulatedCardProcessor,
-    TransientPaymentError,
-)
+from functions.payments.processor import CardProcessor, SimulatedCardProcessor, TransientPaymentError
 
 
 def key() -> str:

@@ -8,28 +8,13 @@ import yaml
 from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import (
-    PaymentProcessed,
-    StockRejected,
-    StockReserved,
-)
-from functions.common.settings import get_settings
+from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
+from functions.payments.settings import get_settings
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
 from functions.payments.processor import get_processor
 from functions.payments.saga import give_up_charging
-from functions.payments.subscriptions import (
-    charge_reserved_order,
-    invoice_paid_order,
-    reject_order,
-)
-from tests.unit.payments.saga_steps import (
-    from_products,
-    invoice,
-    one,
-    published,
-    reject,
-    reserve,
-)
+from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, reject_order
+from tests.unit.payments.saga_steps import from_products, invoice, one, published, reject, reserve
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -107,7 +92,7 @@ async def test_a_declined_card_fails_the_payment_and_cancels_the_order(client, d
 
     # A payment_processed for it (forged or misrouted) does not invoice it.
     stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": order_id, "paymentId": "ch_x", "amountCents": 1}}
-    assert await deliver(PaymentProcessed, invoice_paid_order, stray) == "SUCCESS"
+    assert await deliver("payments", PaymentProcessed, invoice_paid_order, stray) == "SUCCESS"
     assert (await order(order_id)).status == "payment_failed"
     assert await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id) is None
 
@@ -117,19 +102,19 @@ async def test_a_transient_processor_failure_is_retried_until_it_pays(client, da
     reserved = from_products(StockReserved(orderId=order_id))
 
     # The simulated outage lasts two attempts; Dapr redelivers the same event each time.
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "RETRY"
     waiting = await order(order_id)
     assert statuses(waiting) == ["pending", "stock_reserved"]
     assert await Payment.get(order_id) is None and await SimulatedCharge.get(order_id) is None
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "RETRY"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
 
     paid = await order(order_id)
     assert statuses(paid) == ["pending", "stock_reserved", "paid"]  # no step repeated by the retries
     assert paid.transientChargeFailures == 2
     assert (await Payment.get(order_id)).status == "approved"
     one(dapr, "payment_processed", order_id)
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"  # handled: skipped
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"  # handled: skipped
     assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
 
 
@@ -139,11 +124,11 @@ async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_a
     allowed = get_settings().payment_max_attempts
 
     for attempt in range(1, allowed):
-        assert await deliver(StockReserved, charge_reserved_order, reserved) == "RETRY"
+        assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "RETRY"
         waiting = await order(order_id)
         assert (waiting.status, waiting.transientChargeFailures) == ("stock_reserved", attempt)
         assert published(dapr, "payment_failed", order_id) == []
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
 
     failed = await order(order_id)
     reason = f"Payment processor unavailable after {allowed} attempts"
@@ -158,7 +143,7 @@ async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_a
 
     # A redelivery after the end (a new event id, as a replay would have) charges nothing.
     again = from_products(StockReserved(orderId=order_id))
-    assert await deliver(StockReserved, charge_reserved_order, again) == "SUCCESS"
+    assert await deliver("payments", StockReserved, charge_reserved_order, again) == "SUCCESS"
     after = await order(order_id)
     assert (after.status, after.transientChargeFailures, len(after.history)) == ("payment_failed", allowed, 3)
 
@@ -221,13 +206,13 @@ async def test_out_of_stock_rejects_the_order(client, dapr, shop, customer):
 async def test_redelivered_events_change_nothing(client, dapr, shop, customer):
     order_id = await placed(client, shop, customer, "tok_visa")
     reserved = from_products(StockReserved(orderId=order_id))
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
     await invoice(dapr, order_id)
     settled = await order(order_id)
     published_before = len(dapr.published)
 
     # The same CloudEvents again: the inbox skips them.
-    assert await deliver(StockReserved, charge_reserved_order, reserved) == "SUCCESS"
+    assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
     assert await invoice(dapr, order_id) == "SUCCESS"
     # And the handlers alone, as after a crash between a change and its inbox record, or a
     # duplicate under a new id: the status guards make each a no-op.
@@ -256,8 +241,8 @@ async def test_a_payment_is_never_charged_twice(client, dapr, shop, customer, pr
     processor.charge = counting_charge
     # Two different deliveries (distinct ids: the inbox cannot help) at the same moment.
     outcomes = await asyncio.gather(
-        deliver(StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
-        deliver(StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
+        deliver("payments", StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
+        deliver("payments", StockReserved, charge_reserved_order, from_products(StockReserved(orderId=order_id))),
     )
     assert outcomes == ["SUCCESS", "SUCCESS"]
     assert set(calls) == {order_id}  # always with the order id as the idempotency key
@@ -278,6 +263,6 @@ async def test_events_for_unknown_orders_are_dropped(client, dapr):
         assert await reserve(order_id) == "DROP"
         assert await reject(order_id) == "DROP"
     stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": "0" * 24, "paymentId": "ch_x", "amountCents": 1}}
-    assert await deliver(PaymentProcessed, invoice_paid_order, stray) == "DROP"
-    assert await deliver(StockReserved, charge_reserved_order, {"id": "evt_x", "data": {}}) == "DROP"
+    assert await deliver("payments", PaymentProcessed, invoice_paid_order, stray) == "DROP"
+    assert await deliver("payments", StockReserved, charge_reserved_order, {"id": "evt_x", "data": {}}) == "DROP"
     assert dapr.published == []

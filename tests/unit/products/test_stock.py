@@ -120,12 +120,12 @@ async def test_the_same_event_twice_changes_nothing_the_second_time(dapr, make_p
     cafe = await make_product(10)
     event = order((cafe, 4))
     delivered = cloud_event(event)
-    assert await deliver(OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
-    assert await deliver(OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
+    assert await deliver("products", OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
+    assert await deliver("products", OrderCreated, reserve_order_stock, delivered) == "SUCCESS"
 
     assert await stock_of(cafe) == 6
     assert len(outcomes(dapr, event.orderId)) == 1
-    assert await ProcessedEvent.get(inbox_key("order_created", delivered["id"])) is not None
+    assert await ProcessedEvent.get(inbox_key("products", "order_created", delivered["id"])) is not None
 
 
 async def test_the_same_order_under_a_new_event_id_changes_nothing_either(dapr, make_product):
@@ -134,7 +134,7 @@ async def test_the_same_order_under_a_new_event_id_changes_nothing_either(dapr, 
     cafe = await make_product(10)
     event = order((cafe, 4))
     for _ in range(3):
-        assert await deliver(OrderCreated, reserve_order_stock, cloud_event(event)) == "SUCCESS"
+        assert await deliver("products", OrderCreated, reserve_order_stock, cloud_event(event)) == "SUCCESS"
     assert await stock_of(cafe) == 6
     assert len(outcomes(dapr, event.orderId)) == 1
 
@@ -206,7 +206,7 @@ async def test_a_cancelled_order_gets_back_exactly_what_it_reserved_once(dapr, m
     cancelled = OrderCancelled(orderId=event.orderId, reason="payment declined")
     await release_order_stock(cancelled, context("order_cancelled"))
     await release_order_stock(cancelled, context("order_cancelled"))  # a new event id: still once
-    assert await deliver(OrderCancelled, release_order_stock, cloud_event(cancelled)) == "SUCCESS"
+    assert await deliver("products", OrderCancelled, release_order_stock, cloud_event(cancelled)) == "SUCCESS"
 
     assert (await stock_of(cafe), await stock_of(honey)) == (8, 5)  # the other order keeps its 2
     assert (await StockReservation.get(event.orderId)).state == "released"
@@ -240,7 +240,7 @@ async def test_a_cancellation_during_a_reservation_wins_and_the_order_reserves_n
     await left_behind(event, "reserving", cafe, 2)
     cancelled = cloud_event(OrderCancelled(orderId=event.orderId, reason="payment failed"))
 
-    assert await deliver(OrderCancelled, release_order_stock, cancelled) == "SUCCESS"
+    assert await deliver("products", OrderCancelled, release_order_stock, cancelled) == "SUCCESS"
     assert await stock_of(cafe) == 10
     await reserve_order_stock(event, context("order_created"))  # the delivery resumes: too late
     assert await stock_of(cafe) == 10
@@ -333,8 +333,8 @@ async def test_an_order_with_an_odd_id_still_holds_its_stock_once(dapr, make_pro
 
 async def test_a_malformed_event_is_dropped(dapr, make_product):
     await make_product(1)
-    assert await deliver(OrderCreated, reserve_order_stock, {"id": "evt_bad", "data": {"orderId": "x"}}) == "DROP"
-    assert await deliver(OrderCreated, reserve_order_stock, {"data": {}}) == "DROP"
+    assert await deliver("products", OrderCreated, reserve_order_stock, {"id": "evt_bad", "data": {"orderId": "x"}}) == "DROP"
+    assert await deliver("products", OrderCreated, reserve_order_stock, {"data": {}}) == "DROP"
     assert dapr.published == []
 
 

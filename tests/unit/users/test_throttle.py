@@ -4,9 +4,8 @@ import uuid
 
 import pytest
 
-from functions.common import auth
-from functions.common.settings import get_settings
-from functions.users import throttle
+from functions.common.settings import settings_of
+from functions.users import passwords, throttle
 from functions.users.app import app
 from tests.unit.conftest import running
 from tests.unit.users.test_users import new_registration
@@ -16,11 +15,11 @@ from tests.unit.users.test_users import new_registration
 async def client(dapr, monkeypatch):
     monkeypatch.setenv("SHOP_LOGIN_FAILURES_PER_ACCOUNT", "3")
     monkeypatch.setenv("SHOP_LOGIN_ATTEMPTS_PER_ADDRESS", "4")
-    get_settings.cache_clear()
+    settings_of.cache_clear()
     async with running(app) as client:
         yield client
     monkeypatch.undo()
-    get_settings.cache_clear()
+    settings_of.cache_clear()
 
 
 async def registered(client) -> dict:
@@ -67,8 +66,8 @@ async def test_an_address_gets_a_bounded_number_of_logins_and_others_are_not_aff
 async def test_a_full_hash_queue_answers_503_at_once(client, monkeypatch):
     user = await registered(client)
     monkeypatch.setenv("SHOP_PASSWORD_HASH_QUEUE", "0")
-    get_settings.cache_clear()
-    slots = auth._slots()
+    settings_of.cache_clear()
+    slots = passwords._slots()
     held = 0
     while not slots.locked():  # every slot busy with other hashes
         await slots.acquire()

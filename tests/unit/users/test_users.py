@@ -9,11 +9,13 @@ import pytest
 import respx
 
 from functions.common import outbox, sidecar
-from functions.common.auth import issue_token, verify_password
+from functions.common.auth import issue_token
 from functions.common.outbox import AuditEvent
-from functions.common.settings import get_settings
+from functions.common.settings import get_settings, settings_of
 from functions.users.app import app
 from functions.users.models import User
+from functions.users.passwords import verify_password
+from functions.users.settings import UsersSettings
 from functions.users.setup import ensure_admin
 from tests.unit.conftest import SIDECAR, running
 
@@ -24,11 +26,11 @@ def admin_email(monkeypatch):
 
     def use(email: str) -> None:
         monkeypatch.setenv("SHOP_ADMIN_EMAIL", email)
-        get_settings.cache_clear()
+        settings_of.cache_clear()
 
     yield use
     monkeypatch.undo()
-    get_settings.cache_clear()
+    settings_of.cache_clear()
 
 
 def new_registration(**overrides) -> dict:
@@ -231,7 +233,7 @@ async def test_me_returns_the_caller(client):
 
 
 async def test_the_admin_account_exists_after_start_and_can_log_in(client, dapr):
-    settings = get_settings()
+    settings = settings_of(UsersSettings)
     response = await client.post(
         "/api/users/login", json={"email": settings.admin_email, "password": settings.admin_password}
     )
@@ -310,7 +312,7 @@ async def test_a_changed_admin_password_in_the_environment_replaces_the_old_one(
     admin_email(email)
     await ensure_admin()
     monkeypatch.setenv("SHOP_ADMIN_PASSWORD", "a-rotated-admin-password")
-    get_settings.cache_clear()
+    settings_of.cache_clear()
     await ensure_admin()
 
     old = await client.post("/api/users/login", json={"email": email, "password": "admin-local-password"})
