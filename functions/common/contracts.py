@@ -6,7 +6,7 @@ Money is integer cents, so no float rounding ever reaches a total.
 """
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -176,10 +176,6 @@ class OrderAmounts(BaseModel):
     taxCents: int
     totalCents: int
     currency: str
-
-    def amounts(self) -> dict[str, Any]:
-        """The block alone, to build another holder of it."""
-        return {name: getattr(self, name) for name in OrderAmounts.model_fields}
 
 
 class InvoiceProcessing(IntegrationEvent, OrderAmounts):

@@ -10,7 +10,9 @@ log = logging.getLogger(__name__)
 
 class Periodic:
     """Run `job` every `seconds`. A round that raises is logged and the next round retries: one
-    line for the `expected` errors (a dependency down), a traceback for anything else."""
+    line for the `expected` errors (a dependency down), a traceback for anything else.
+    `wait_first`: the first round comes one period after start-up, not at it (a job looking for
+    work minutes old has nothing to gain at start, and nothing then runs beside a test's own call)."""
 
     def __init__(
         self,
@@ -18,14 +20,18 @@ class Periodic:
         job: Callable[[], Awaitable[object]],
         seconds: float,
         expected: tuple[type[Exception], ...] = (),
+        wait_first: bool = False,
     ) -> None:
         self.name = name
+        self.wait_first = wait_first
         self.job = job
         self.seconds = seconds
         self.expected = expected
         self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
+        if self.wait_first:
+            await asyncio.sleep(self.seconds)
         while True:
             try:
                 await self.job()

@@ -19,6 +19,6 @@ app = create_app(
     models=[Email, VerifiedAddress],
     routers=[router],
     subscriptions=subscriptions,
-    jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS)],
+    jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS, wait_first=True)],
     settings_kind=NotificationsSettings,
 )

@@ -21,6 +21,6 @@ app = create_app(
     models=[Order, Payment, InvoiceNumber, InvoiceSequence, SimulatedCharge, MailRequest],
     routers=[router],
     subscriptions=subscriptions,
-    jobs=[Periodic("order deadlines", settle_overdue_orders, DEADLINE_SWEEP_SECONDS)],
+    jobs=[Periodic("order deadlines", settle_overdue_orders, DEADLINE_SWEEP_SECONDS, wait_first=True)],
     settings_kind=PaymentsSettings,
 )

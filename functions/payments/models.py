@@ -1,12 +1,12 @@
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
 from functions.common.clock import now
-from functions.common.contracts import OrderAmounts, OrderLine
+from functions.common.contracts import OrderLine
 from functions.common.outbox import HasOutbox
 
 # "expired": the saga did not complete within SHOP_ORDER_DEADLINE_SECONDS (payments/saga.py).
@@ -24,23 +24,52 @@ class Transition(BaseModel):
     eventId: str | None = None
 
 
-class Invoice(OrderAmounts):
+class OrderedLine(BaseModel):
+    """A line as payments keeps it in an order and its invoice: what was ordered, at the price
+    products gave when it was placed. Stored; `OrderLine` (contracts) is what events carry."""
+
+    productId: str
+    name: str
+    unitPriceCents: int = Field(ge=0)
+    quantity: int = Field(ge=1)
+
+    def contract(self) -> OrderLine:
+        return OrderLine(productId=self.productId, name=self.name, unitPriceCents=self.unitPriceCents,
+                         quantity=self.quantity)
+
+
+class Amounts(BaseModel):
+    """An order's amounts as payments keeps them, fixed when it is placed; the order and its
+    invoice hold them. Stored; `OrderAmounts` (contracts) is what events carry."""
+
+    subtotalCents: int
+    taxRate: float
+    taxCents: int
+    totalCents: int
+    currency: str
+
+    def amounts(self) -> dict[str, Any]:
+        """The block alone: for another holder of it, or an event (`OrderAmounts`' fields)."""
+        return {name: getattr(self, name) for name in Amounts.model_fields}
+
+
+class Invoice(Amounts):
     number: str
     issuedAt: datetime
-    lines: list[OrderLine]
+    lines: list[OrderedLine]
 
 
-class Order(Document, HasOutbox, OrderAmounts):
+class Order(Document, HasOutbox, Amounts):
     """The order and its saga state: every change is one conditional update from the status it
     expects (`saga.transition`), so a redelivered or late event cannot move it backwards.
 
-    Its amounts (OrderAmounts) are fixed when it is placed (prices from products, tax rate from
+    Its amounts are fixed when it is placed (prices from products, tax rate from
     settings): the amount charged and the invoice are these, whatever changes later."""
 
     id: PydanticObjectId
     userId: str
     email: str
-    lines: list[OrderLine]
+    lines: list[OrderedLine]
     status: OrderStatus = "pending"
     history: list[Transition] = Field(default_factory=list)
     # The simulated processor's card token (never a card number); sent to the processor only.

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from functions.common import sidecar
 from functions.common.catalogue import ProductSnapshot, fetch_product
-from functions.common.contracts import OrderAmounts, OrderLine
 from functions.common.sidecar import SidecarError
+from functions.payments.models import Amounts, OrderedLine
 
 
 class CartItem(BaseModel):
@@ -61,20 +61,20 @@ async def _product(product_id: str) -> ProductSnapshot:
     return product
 
 
-async def price_lines(items: list[CartItem]) -> list[OrderLine]:
+async def price_lines(items: list[CartItem]) -> list[OrderedLine]:
     """One line per product, its name and unit price as products says now."""
     quantities: dict[str, int] = {}
     for item in items:
         quantities[item.productId] = quantities.get(item.productId, 0) + item.quantity
     products = await asyncio.gather(*(_product(product_id) for product_id in quantities))
     return [
-        OrderLine(productId=product_id, name=product.name, unitPriceCents=product.priceCents, quantity=quantity)
+        OrderedLine(productId=product_id, name=product.name, unitPriceCents=product.priceCents, quantity=quantity)
         for (product_id, quantity), product in zip(quantities.items(), products, strict=True)
     ]
 
 
-def amounts(lines: list[OrderLine], tax_rate: float, currency: str) -> OrderAmounts:
-    subtotal = sum(line.line_total_cents for line in lines)
+def amounts(lines: list[OrderedLine], tax_rate: float, currency: str) -> Amounts:
+    subtotal = sum(line.unitPriceCents * line.quantity for line in lines)
     # Tax rounded half up to the cent, once, on the subtotal.
     tax = int((Decimal(subtotal) * Decimal(str(tax_rate))).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return OrderAmounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax, currency=currency)
+    return Amounts(subtotalCents=subtotal, taxRate=tax_rate, taxCents=tax, totalCents=subtotal + tax, currency=currency)

@@ -60,7 +60,7 @@ async def place_order(
         orderId=str(order_id),
         userId=principal.id,
         email=principal.email,
-        lines=lines,
+        lines=[line.contract() for line in lines],
         totalCents=totals.totalCents,
         currency=totals.currency,
     )

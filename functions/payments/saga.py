@@ -256,7 +256,7 @@ async def invoice(order_id: str, event_id: str) -> None:
                 invoiceNumber=number,
                 userId=order.userId,
                 email=order.email,
-                lines=issued.lines,
+                lines=[line.contract() for line in issued.lines],
                 **issued.amounts(),
             )
         ],

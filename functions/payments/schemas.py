@@ -3,10 +3,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, StringConstraints
 
-from functions.common.contracts import OrderAmounts
 from functions.common.money import PricedLineOut, money
 from functions.common.web import DocumentOut
-from functions.payments.models import Invoice, Order, OrderStatus, Transition
+from functions.payments.models import Amounts, Invoice, Order, OrderStatus, Transition
 
 # A card token as processors issue them ("tok_visa"); never a card number.
 CardToken = Annotated[str, StringConstraints(pattern=r"^tok_[A-Za-z0-9_]{1,64}$")]
@@ -54,7 +53,7 @@ class AmountsOut(BaseModel):
     currency: str
 
     @staticmethod
-    def shown(source: OrderAmounts) -> dict:
+    def shown(source: Amounts) -> dict:
         return {
             "subtotal": money(source.subtotalCents),
             "subtotalCents": source.subtotalCents,

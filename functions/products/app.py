@@ -18,5 +18,5 @@ app = create_app(
     routers=[router],
     subscriptions=subscriptions,
     on_startup=[seed_catalogue],
-    jobs=[Periodic("stray holds sweep", return_stray_holds, STRAY_HOLDS_SWEEP_SECONDS)],
+    jobs=[Periodic("stray holds sweep", return_stray_holds, STRAY_HOLDS_SWEEP_SECONDS, wait_first=True)],
 )

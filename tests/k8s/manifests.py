@@ -1,5 +1,6 @@
 """Helpers for reading rendered manifests and the local Dapr files they must agree with."""
 
+import importlib
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,17 @@ def _load_kube():
 
 
 kube = _load_kube()
+
+
+def settings_kind(function: str) -> type:
+    """The function's settings class (functions/<function>/settings.py), or the common base."""
+    from functions.common.settings import Settings
+
+    try:
+        module = importlib.import_module(f"functions.{function}.settings")
+    except ModuleNotFoundError:
+        return Settings
+    return next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Settings) and v is not Settings)
 
 
 def local(path: str) -> dict:

@@ -3,7 +3,7 @@ root filesystem, as the user the image declares."""
 
 import re
 
-from tests.k8s.manifests import ROOT, containers, functions, workloads
+from tests.k8s.manifests import ROOT, containers, functions, one, workloads
 
 
 def dockerfile_user() -> int:
@@ -74,3 +74,14 @@ def test_prod_refuses_committed_secrets_and_only_dev_runs_as_local(docs, overlay
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         ref = env["SHOP_ENV"]["valueFrom"]["configMapKeyRef"]
         assert ref["name"] == settings["metadata"]["name"] and ref["key"] == "env"
+
+
+
+def test_each_function_runs_as_its_own_account_with_no_api_token(docs):
+    """No app needs the Kubernetes API: no token is mounted into it, and each function runs as a
+    ServiceAccount of its own (daprd gets its own projected token for its mTLS identity)."""
+    for deployment in functions(docs):
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is False, name
+        assert one(docs, "ServiceAccount", name)["automountServiceAccountToken"] is False, name

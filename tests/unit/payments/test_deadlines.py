@@ -5,9 +5,9 @@ from datetime import timedelta
 from beanie import PydanticObjectId
 
 from functions.common.clock import now
-from functions.payments.settings import get_settings
 from functions.payments.models import Order, Payment, SimulatedCharge
 from functions.payments.saga import settle_overdue_orders
+from functions.payments.settings import get_settings
 from tests.unit.payments.saga_steps import one, published, reserve
 from tests.unit.payments.test_saga import order, placed, statuses
 

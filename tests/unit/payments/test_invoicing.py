@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext
-from functions.common.contracts import OrderLine, PaymentProcessed
+from functions.common.contracts import PaymentProcessed
 from functions.payments.invoicing import allocate_invoice_number
-from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, Transition
+from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, OrderedLine, Transition
 from functions.payments.subscriptions import invoice_paid_order
 
 # A year of its own, so other tests' invoices (this year's) do not interleave.
@@ -23,7 +23,7 @@ async def paid_order(price_cents: int = 1000) -> Order:
         id=PydanticObjectId(),
         userId=uuid.uuid4().hex[:24],
         email="ana@example.com",
-        lines=[OrderLine(productId=uuid.uuid4().hex[:24], name="Café", unitPriceCents=price_cents, quantity=1)],
+        lines=[OrderedLine(productId=uuid.uuid4().hex[:24], name="Café", unitPriceCents=price_cents, quantity=1)],
         subtotalCents=price_cents,
         taxRate=0.19,
         taxCents=round(price_cents * 0.19),

@@ -9,10 +9,10 @@ from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
 from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
-from functions.payments.settings import get_settings
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
 from functions.payments.processor import get_processor
 from functions.payments.saga import give_up_charging
+from functions.payments.settings import get_settings
 from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, reject_order
 from tests.unit.payments.saga_steps import from_products, invoice, one, published, reject, reserve
 
