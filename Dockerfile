@@ -10,12 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Non-root, numeric so Kubernetes' runAsNonRoot can check it (the pods run as the same uid).
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin shop
 
-# Only what `pip install .` needs (.dockerignore keeps the rest out); the sources are removed
-# afterwards so the functions run from site-packages, as installed.
+# The dependencies exactly as locked (versions and file hashes: requirements.lock), then the shop
+# itself without resolving anything again. Only what that needs is copied (.dockerignore keeps
+# the rest out); the sources are removed afterwards so the functions run from site-packages.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md ./
 COPY functions ./functions
-RUN pip install . && rm -rf /src
+RUN pip install --require-hashes -r requirements.lock && pip install --no-deps . && rm -rf /src
 
 # The pods mount an emptyDir here; the root filesystem is read-only in the cluster.
 WORKDIR /tmp

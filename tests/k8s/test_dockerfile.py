@@ -5,8 +5,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from tests.k8s.manifests import ROOT, local_apps
 
@@ -23,7 +26,22 @@ def copied_sources() -> list[str]:
 
 def test_base_image_and_install():
     assert re.search(r"^FROM python:3\.11-slim(\s|$)", DOCKERFILE, re.M)
-    assert re.search(r"^RUN pip install \.", DOCKERFILE, re.M)
+    # The locked dependencies with their hashes, then the shop alone: nothing resolved at build.
+    assert re.search(r"^RUN pip install --require-hashes -r requirements\.lock && pip install --no-deps \.", DOCKERFILE, re.M)
+
+
+def test_the_lock_pins_every_dependency_with_its_hashes():
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = {name.lower().replace("_", "-"): version
+              for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.M)}
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in declared:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)[0].lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in requirements.lock: regenerate it (see its header)"
+        assert Requirement(requirement).specifier.contains(pinned[name]), f"{name} {pinned[name]} breaks {requirement}"
+    # Every pinned distribution carries at least one hash (pip refuses the lock otherwise).
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock.split("\n\n", 1)[1])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
 
 
 def test_runs_as_a_numeric_non_root_user():

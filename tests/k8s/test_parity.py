@@ -2,6 +2,7 @@
 files (dapr/dapr.yaml, components/pubsub.yaml, dapr/config.yaml, dapr/resiliency.yaml) and with
 the function apps themselves (their subscriptions, their routes, their settings)."""
 
+import ast
 import copy
 import importlib
 import warnings
@@ -216,7 +217,50 @@ def test_configuration_matches_the_local_one(docs):
     theirs = one(docs, "Configuration", mine["metadata"]["name"])
     assert theirs["spec"]["tracing"] == mine["spec"]["tracing"]
     assert theirs["spec"]["nameResolution"]["component"] == "kubernetes"
-    assert set(theirs["spec"]) == set(mine["spec"])
+    # Access control needs the callers' mTLS identities, which only a cluster gives its sidecars.
+    assert set(theirs["spec"]) == set(mine["spec"]) | {"accessControl"}
+
+
+def test_tracing_is_off_unless_an_exporter_is_set(docs):
+    tracing = one(docs, "Configuration", "shop-config")["spec"]["tracing"]
+    exporters = {"zipkin", "otel"} & set(tracing)
+    assert float(tracing["samplingRate"]) == 0 or exporters, tracing
+
+
+def invocations() -> dict[str, set[str]]:
+    """caller app id -> the paths it invokes on other functions, read from the code: its own
+    `sidecar.invoke(<app>, <path>)` calls, and products' catalogue for a function that uses it."""
+    found: dict[str, set[str]] = {}
+    functions_dir = ROOT / "functions"
+    for package in sorted(p for p in functions_dir.iterdir() if (p / "app.py").exists()):
+        paths: set[str] = set()
+        for module in package.glob("*.py"):
+            tree = ast.parse(module.read_text())
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "invoke"
+                        and len(node.args) >= 2):
+                    path = node.args[1]
+                    text = path.value if isinstance(path, ast.Constant) else ast.unparse(path)
+                    paths.add("/" + text.split("{")[0].rstrip("/").removeprefix("f'").removeprefix('f"')
+                              + ("/*" if isinstance(path, ast.JoinedStr) else ""))
+                if isinstance(node, ast.ImportFrom) and node.module == "functions.common.catalogue":
+                    paths.add("/api/products/*")
+        if paths:
+            found[package.name] = paths
+    return found
+
+
+def test_only_the_calls_the_code_makes_are_allowed(docs):
+    """The callee's sidecar refuses any other service invocation (403), by the caller's identity."""
+    acl = one(docs, "Configuration", "shop-config")["spec"]["accessControl"]
+    assert acl["defaultAction"] == "deny"
+    namespaces = {d["metadata"].get("namespace") for d in functions(docs)}
+    allowed = {}
+    for policy in acl["policies"]:
+        assert policy["defaultAction"] == "deny" and {policy["namespace"]} == namespaces, policy
+        assert all(op["httpVerb"] == ["GET"] and op["action"] == "allow" for op in policy["operations"]), policy
+        allowed[policy["appId"]] = {op["name"] for op in policy["operations"]}
+    assert allowed == invocations()
 
 
 def pruned(value, schema: dict):

@@ -44,10 +44,12 @@ def test_every_function_has_a_deployment_and_a_service(docs):
     assert apps <= {s["metadata"]["name"] for s in find(docs, "Service")}
 
 
-def test_every_function_runs_the_one_image(docs):
+def test_every_function_runs_the_one_image(docs, overlay):
     images = {c["image"] for d in functions(docs) for c in d["spec"]["template"]["spec"]["containers"]}
     assert len(images) == 1, images
-    assert images.pop().split("/")[-1].startswith("the-shop:")
+    image = images.pop().split("/")[-1]
+    # Prod names its image by digest: a tag can be moved to another image, a digest cannot.
+    assert image.startswith("the-shop@sha256:" if overlay == "prod" else "the-shop:"), image
 
 
 def test_dev_runs_kafka_and_mongodb_in_the_cluster(rendered_text):
@@ -101,3 +103,19 @@ def test_real_prod_secrets_have_the_example_keys():
 def env_keys(path):
     lines = (line.strip() for line in path.read_text().splitlines())
     return {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
+
+
+def test_the_dev_stateful_sets_are_governed_by_headless_services_and_configured_once(rendered_text):
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(rendered_text["dev"]) if d]
+    for stateful in find(docs, "StatefulSet"):
+        governing = one(docs, "Service", stateful["spec"]["serviceName"])
+        assert governing["spec"].get("clusterIP") == "None", stateful["metadata"]["name"]
+    kafka = one(docs, "StatefulSet", "kafka")["spec"]["template"]["spec"]
+    # Every KAFKA_* variable becomes a broker property: no service links may add any.
+    assert kafka["enableServiceLinks"] is False
+    mongodb = one(docs, "StatefulSet", "mongodb")["spec"]["template"]["spec"]["containers"][0]
+    # The replica set is initiated once after start, never by a probe every few seconds.
+    assert "rs.initiate" not in " ".join(mongodb["readinessProbe"]["exec"]["command"])
+    assert "rs.initiate" in " ".join(mongodb["lifecycle"]["postStart"]["exec"]["command"])

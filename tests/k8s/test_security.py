@@ -3,6 +3,8 @@ root filesystem, as the user the image declares."""
 
 import re
 
+import pytest
+
 from tests.k8s.manifests import ROOT, containers, functions, one, workloads
 
 
@@ -85,3 +87,120 @@ def test_each_function_runs_as_its_own_account_with_no_api_token(docs):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is False, name
         assert one(docs, "ServiceAccount", name)["automountServiceAccountToken"] is False, name
+
+
+# --- network policies: who may connect to whom, evaluated as Kubernetes does ---------------------
+SHOP_NAMESPACE = {"kubernetes.io/metadata.name": "shop"}
+INGRESS_NAMESPACE = {"kubernetes.io/metadata.name": "ingress-nginx"}
+STRANGER = {"app.kubernetes.io/name": "someone-else"}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    assert not selector.get("matchExpressions"), "only matchLabels is understood here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _port_matches(rule_port: dict, pod: dict, port: int) -> bool:
+    wanted = rule_port.get("port")
+    if wanted is None:
+        return True
+    if isinstance(wanted, str):  # a named container port
+        named = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        return named.get(wanted) == port
+    return wanted == port
+
+
+def admitted(docs: list[dict], workload: dict, port: int, source: dict, source_namespace: dict) -> bool:
+    """Whether a pod labelled `source`, in a namespace labelled `source_namespace`, may open a
+    connection to `workload`'s pods on `port` under the overlay's NetworkPolicies."""
+    pod = workload["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    namespace = workload["metadata"].get("namespace")
+    policies = [p for p in docs if p["kind"] == "NetworkPolicy" and p["metadata"].get("namespace") == namespace
+                and _selects(p["spec"]["podSelector"], labels) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not policies:
+        return True
+    same_namespace = source_namespace == {"kubernetes.io/metadata.name": namespace}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            peer_ok = peers is None or any(
+                ("namespaceSelector" in peer and _selects(peer["namespaceSelector"], source_namespace)
+                 and _selects(peer.get("podSelector", {}), source))
+                or ("namespaceSelector" not in peer and same_namespace and _selects(peer["podSelector"], source))
+                for peer in peers
+            )
+            ports = rule.get("ports")
+            if peer_ok and (ports is None or any(_port_matches(p, pod, port) for p in ports)):
+                return True
+    return False
+
+
+def test_every_pod_is_behind_a_default_deny(docs):
+    for workload in workloads(docs):
+        assert not admitted(docs, workload, 12345, STRANGER, SHOP_NAMESPACE), workload["metadata"]["name"]
+
+
+def test_an_app_port_is_open_to_the_ingress_controller_only(docs):
+    """No pod of the cluster, not even another function, can post to /events/<topic> on an app
+    port; the app's own sidecar reaches it over localhost."""
+    for deployment in functions(docs):
+        app_port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        name = deployment["metadata"]["name"]
+        function = {"app.kubernetes.io/component": "function", "app.kubernetes.io/name": "other"}
+        assert admitted(docs, deployment, app_port, {}, INGRESS_NAMESPACE), name
+        assert not admitted(docs, deployment, app_port, function, SHOP_NAMESPACE), name
+        assert not admitted(docs, deployment, app_port, STRANGER, SHOP_NAMESPACE), name
+        assert not admitted(docs, deployment, app_port, {}, {"kubernetes.io/metadata.name": "elsewhere"}), name
+
+
+def test_a_sidecar_is_open_to_the_other_functions_sidecars_only(docs):
+    function = {"app.kubernetes.io/component": "function", "app.kubernetes.io/name": "other"}
+    for deployment in functions(docs):
+        name = deployment["metadata"]["name"]
+        assert admitted(docs, deployment, 50002, function, SHOP_NAMESPACE), name
+        assert not admitted(docs, deployment, 50002, STRANGER, SHOP_NAMESPACE), name
+        assert not admitted(docs, deployment, 50002, function, INGRESS_NAMESPACE), name
+        for api_port in (3500, 50001):  # the sidecar's own API: its app only, over localhost
+            assert not admitted(docs, deployment, api_port, function, SHOP_NAMESPACE), (name, api_port)
+
+
+def test_the_dev_broker_and_database_take_the_functions_only(docs, overlay):
+    if overlay != "dev":
+        pytest.skip("prod runs no Kafka or MongoDB of its own")
+    function = {"app.kubernetes.io/component": "function", "app.kubernetes.io/name": "cart"}
+    for name, port in (("kafka", 9092), ("mongodb", 27017)):
+        [workload] = [w for w in workloads(docs) if w["metadata"]["name"] == name]
+        assert admitted(docs, workload, port, function, SHOP_NAMESPACE), name
+        assert not admitted(docs, workload, port, STRANGER, SHOP_NAMESPACE), name
+
+
+# --- the namespace, availability ------------------------------------------------------------------
+def test_the_namespace_enforces_the_restricted_pod_security_standard(docs):
+    [namespace] = [d for d in docs if d["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    # What "restricted" asks of every pod beyond the checks above: the runtime's seccomp profile.
+    for workload in workloads(docs):
+        pod = workload["spec"]["template"]["spec"]
+        if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            for container in containers(workload):
+                assert container["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", workload["metadata"]["name"]
+
+
+def test_prod_keeps_every_function_up_through_a_drain_and_spreads_its_replicas(docs, overlay):
+    if overlay != "prod":
+        pytest.skip("dev runs one replica of each function")
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for deployment in functions(docs):
+        name = deployment["metadata"]["name"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        covering = [b for b in budgets if all(labels.get(k) == v for k, v in b["spec"]["selector"]["matchLabels"].items())]
+        assert len(covering) == 1, name
+        assert covering[0]["spec"].get("maxUnavailable") == 1 and deployment["spec"]["replicas"] >= 2, name
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        for constraint in spread:
+            # Each function spreads its own pods, not the functions' pods all together.
+            assert "app.kubernetes.io/name" in constraint["matchLabelKeys"], name
