@@ -61,6 +61,8 @@ def go_require(go_mod: Path, module: str) -> str:
 KUBECTL_VERSION = "1." + go_require(TOOLS / "kubectl" / "go.mod", "k8s.io/kubectl").split(".", 1)[1]
 KUBERNETES_VERSION = go_require(TOOLS / "apiserver" / "go.mod", "k8s.io/kubernetes")
 DAPR_VERSION = go_require(ROOT / "dapr" / "local" / "build" / "daprd" / "go.mod", "github.com/dapr/dapr")
+# The KEDA whose CRDs prod's ScaledObjects are checked against (the module's config/crd/bases).
+KEDA_VERSION = "2.21.0"
 
 
 def source_stamp(module_dir: Path) -> str:
@@ -112,21 +114,38 @@ def kubectl() -> str:
     return str(CACHED_KUBECTL)
 
 
-def dapr_crds() -> Path:
-    """Dapr's CRD files (components.yaml, configuration.yaml, resiliency.yaml, ...)."""
+def module_dir(module: str, version: str) -> Path:
+    """Where the Go module cache keeps `module` at `version` (downloaded when missing)."""
     if shutil.which("go") is None:
-        raise SystemExit("Dapr's CRDs come from the Go module cache: install Go")
+        raise SystemExit(f"{module}'s files come from the Go module cache: install Go")
     out = subprocess.run(
-        ["go", "mod", "download", "-json", f"github.com/dapr/dapr@v{DAPR_VERSION}"],
+        ["go", "mod", "download", "-json", f"{module}@v{version}"],
         cwd=tempfile.gettempdir(),  # outside any module: a plain download
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    crds = Path(json.loads(out)["Dir"]) / "charts" / "dapr" / "crds"
+    return Path(json.loads(out)["Dir"])
+
+
+def dapr_crds() -> Path:
+    """Dapr's CRD files (components.yaml, configuration.yaml, resiliency.yaml, ...)."""
+    crds = module_dir("github.com/dapr/dapr", DAPR_VERSION) / "charts" / "dapr" / "crds"
     for name in ("components.yaml", "configuration.yaml", "resiliency.yaml", "subscription.yaml"):
         if not (crds / name).is_file():
             raise SystemExit(f"{crds / name} is missing from dapr v{DAPR_VERSION}")
+    return crds
+
+
+KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
+
+
+def keda_crds() -> Path:
+    """KEDA's CRD files (ScaledObject, TriggerAuthentication, ...)."""
+    crds = module_dir("github.com/kedacore/keda/v2", KEDA_VERSION) / "config" / "crd" / "bases"
+    for name in KEDA_CRDS:
+        if not (crds / name).is_file():
+            raise SystemExit(f"{crds / name} is missing from keda v{KEDA_VERSION}")
     return crds
 
 
@@ -253,6 +272,7 @@ def main() -> None:
     if args.command == "provision":
         say(f"kubectl: {kubectl()}")
         say(f"Dapr v{DAPR_VERSION} CRDs: {dapr_crds()}")
+        say(f"KEDA v{KEDA_VERSION} CRDs: {keda_crds()}")
         if dry_run_enabled():
             say(f"API server for the dry run: {apiserver()}")
     elif args.command == "render":

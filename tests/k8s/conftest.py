@@ -33,6 +33,11 @@ def dapr_crds_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def keda_crds_dir() -> Path:
+    return kube.keda_crds()
+
+
+@pytest.fixture(scope="session")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return kube.prepare_tree(k8s_source(), tmp_path_factory.mktemp("k8s"))
 

@@ -1,5 +1,5 @@
 """`kubectl apply --dry-run=server` of every overlay against a real API server (etcd and
-kube-apiserver on 127.0.0.1, built once from the Go module proxy) with Dapr's CRDs installed:
+kube-apiserver on 127.0.0.1, built once from the Go module proxy) with Dapr's and KEDA's CRDs installed:
 the server runs its own validation and defaulting, which no offline schema covers.
 SHOP_K8S_DRY_RUN=0 skips it (for example on a machine without Go)."""
 
@@ -18,8 +18,8 @@ CRDS = ("components.yaml", "configuration.yaml", "resiliency.yaml", "subscriptio
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory, kubectl_bin, dapr_crds_dir):
-    """A kubectl runner bound to a fresh local API server that has Dapr's CRDs."""
+def cluster(tmp_path_factory, kubectl_bin, dapr_crds_dir, keda_crds_dir):
+    """A kubectl runner bound to a fresh local API server that has Dapr's and KEDA's CRDs."""
     workdir = tmp_path_factory.mktemp("apiserver")
     with kube.local_api_server(workdir) as kubeconfig:
 
@@ -27,15 +27,11 @@ def cluster(tmp_path_factory, kubectl_bin, dapr_crds_dir):
             command = [kubectl_bin, f"--kubeconfig={kubeconfig}", f"--cache-dir={workdir / 'cache'}", *args]
             return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
 
-        files = [arg for name in CRDS for arg in ("-f", str(dapr_crds_dir / name))]
+        crd_files = [dapr_crds_dir / name for name in CRDS] + [keda_crds_dir / name for name in kube.KEDA_CRDS]
+        files = [arg for path in crd_files for arg in ("-f", str(path))]
         installed = kubectl("apply", "--server-side", *files)
         assert installed.returncode == 0, installed.stderr
-        names = [
-            f"crd/{crd['metadata']['name']}"
-            for name in CRDS
-            for crd in yaml.safe_load_all((dapr_crds_dir / name).read_text())
-            if crd
-        ]
+        names = [f"crd/{crd['metadata']['name']}" for path in crd_files for crd in yaml.safe_load_all(path.read_text()) if crd]
         ready = kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
         assert ready.returncode == 0, ready.stderr
         yield kubectl

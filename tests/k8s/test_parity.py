@@ -207,8 +207,34 @@ def test_topics_have_a_partition_for_every_replica(rendered_text):
     env = {e["name"]: e.get("value") for e in one(dev, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert int(env["KAFKA_NUM_PARTITIONS"]) == local_partitions()
     for overlay, text in rendered_text.items():
-        replicas = [d["spec"].get("replicas", 1) for d in functions([d for d in yaml.safe_load_all(text) if d])]
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        # The most replicas a function can have: its autoscaler's ceiling, or its fixed count.
+        ceilings = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicaCount"] for d in find(docs, "ScaledObject")}
+        replicas = [ceilings.get(d["metadata"]["name"], d["spec"].get("replicas", 1)) for d in functions(docs)]
         assert max(replicas) <= local_partitions(), f"{overlay}: {max(replicas)} replicas, fewer partitions"
+
+
+def test_prod_scales_every_function_on_its_own_work(docs, overlay):
+    """KEDA owns every function's replica count in prod (no fixed count an apply would reset);
+    a function that consumes topics scales on its own consumer group's lag (Dapr's group is its
+    app id: components/pubsub.yaml's consumerGroup "{appID}")."""
+    if overlay != "prod":
+        pytest.skip("dev runs one replica of each function")
+    group = metadata_items(one(docs, "Component", "pubsub"))["consumerGroup"]["value"]
+    assert group == "{appID}"
+    for deployment in functions(docs):
+        name = app_id(deployment)
+        assert "replicas" not in deployment["spec"], name
+        scaled = one(docs, "ScaledObject", deployment["metadata"]["name"])
+        assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        kafka = [t for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
+        consumes = bool(subscriptions(name))
+        assert bool(kafka) == consumes, name
+        for trigger in kafka:
+            assert trigger["metadata"]["consumerGroup"] == name
+            assert trigger["metadata"]["bootstrapServersFromEnv"] == "KAFKA_BROKERS"
+            assert trigger["authenticationRef"]["name"] == "kafka"
+        assert any(t["type"] == "cpu" for t in scaled["spec"]["triggers"]), name
 
 
 # --- configuration and resiliency ---------------------------------------------------------------
@@ -334,6 +360,10 @@ def test_every_ingress_path_goes_to_a_function_that_serves_it(docs):
 
 
 # --- settings -------------------------------------------------------------------------------------
+# Prod's KEDA Kafka scaler reads the brokers from the scaled container (bootstrapServersFromEnv).
+READ_BY_THE_AUTOSCALER = {"KAFKA_BROKERS"}
+
+
 def test_every_function_is_given_only_its_own_settings_and_every_secret_it_needs(docs):
     """Each variable a function's Deployment sets is read by that function's settings (so payments
     never holds the admin password, nor cart the SendGrid key), and every secret it needs comes
@@ -343,5 +373,6 @@ def test_every_function_is_given_only_its_own_settings_and_every_secret_it_needs
         kind = settings_kind(name)
         known = {field.alias for field in kind.model_fields.values()}
         names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        names -= READ_BY_THE_AUTOSCALER
         assert names <= known, f"{name}: {sorted(names - known)} are not read by {name}"
         assert {"MONGODB_URI"} | {variable for variable, _ in kind.SECRETS.values()} <= names, name

@@ -1,5 +1,6 @@
 """Every rendered object validates offline: built-in kinds against the Kubernetes OpenAPI schemas
-(kubernetes-validate, strict: unknown fields fail), Dapr's kinds against Dapr's own CRDs."""
+(kubernetes-validate, strict: unknown fields fail), Dapr's kinds against Dapr's own CRDs, KEDA's
+(prod's scaling) against KEDA's."""
 
 import copy
 from pathlib import Path
@@ -61,14 +62,19 @@ def dapr_validators(dapr_crds_dir):
 def dapr_errors(doc: dict, validators) -> list[str]:
     validator = validators.get((doc["apiVersion"], doc["kind"]))
     if validator is None:
-        return [f"no served Dapr CRD for {doc['apiVersion']} {doc['kind']}"]
+        return [f"no served CRD for {doc['apiVersion']} {doc['kind']}"]
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+@pytest.fixture(scope="session")
+def keda_validators(keda_crds_dir):
+    return crd_validators(keda_crds_dir)
 
 
 def test_builtin_objects_match_the_kubernetes_schemas(docs):
     errors = []
     for doc in docs:
-        if doc["apiVersion"].startswith("dapr.io/"):
+        if doc["apiVersion"].startswith(("dapr.io/", "keda.sh/")):
             continue
         try:
             kubernetes_validate.validate(doc, K8S_SCHEMA_VERSION, strict=True)
@@ -82,6 +88,17 @@ def test_dapr_objects_match_dapr_crds(docs, dapr_validators):
     assert {d["kind"] for d in dapr_docs} == {"Component", "Configuration", "Resiliency"}
     errors = [f"{d['kind']} {d['metadata']['name']}: {e}" for d in dapr_docs for e in dapr_errors(d, dapr_validators)]
     assert not errors, "\n".join(errors)
+
+
+def test_keda_objects_match_keda_crds(docs, overlay, keda_validators):
+    keda_docs = [d for d in docs if d["apiVersion"].startswith("keda.sh/")]
+    assert {d["kind"] for d in keda_docs} == ({"ScaledObject", "TriggerAuthentication"} if overlay == "prod" else set())
+    errors = [f"{d['kind']} {d['metadata']['name']}: {e}" for d in keda_docs for e in dapr_errors(d, keda_validators)]
+    assert not errors, "\n".join(errors)
+    if keda_docs:  # the validator does catch a misspelt field
+        scaled = copy.deepcopy(next(d for d in keda_docs if d["kind"] == "ScaledObject"))
+        scaled["spec"]["minReplicas"] = scaled["spec"].pop("minReplicaCount")
+        assert dapr_errors(scaled, keda_validators)
 
 
 def test_the_validators_reject_what_a_cluster_rejects(rendered_text, dapr_validators):

@@ -2,6 +2,7 @@
 root filesystem, as the user the image declares."""
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -197,10 +198,25 @@ def test_prod_keeps_every_function_up_through_a_drain_and_spreads_its_replicas(d
         name = deployment["metadata"]["name"]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         covering = [b for b in budgets if all(labels.get(k) == v for k, v in b["spec"]["selector"]["matchLabels"].items())]
-        assert len(covering) == 1, name
-        assert covering[0]["spec"].get("maxUnavailable") == 1 and deployment["spec"]["replicas"] >= 2, name
+        assert len(covering) == 1 and covering[0]["spec"].get("maxUnavailable") == 1, name
+        # With one replica away, one still serves: two at least, always (the autoscaler's floor).
+        assert one(docs, "ScaledObject", name)["spec"]["minReplicaCount"] >= 2, name
         spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
         for constraint in spread:
             # Each function spreads its own pods, not the functions' pods all together.
             assert "app.kubernetes.io/name" in constraint["matchLabelKeys"], name
+
+
+def test_prod_serves_its_public_host_over_tls_only(docs, overlay):
+    """The Ingress answers for the host the e-mails' links name (public-url), with a certificate
+    for it, and sends plain HTTP there."""
+    if overlay != "prod":
+        pytest.skip("dev is reached by port-forward")
+    ingress = one(docs, "Ingress", "shop")
+    settings = next(c for c in docs if c["kind"] == "ConfigMap" and c["metadata"]["name"].startswith("shop-settings"))
+    public = urlsplit(settings["data"]["public-url"])
+    assert public.scheme == "https"
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [public.hostname]
+    assert any(public.hostname in tls["hosts"] and tls["secretName"] for tls in ingress["spec"]["tls"])
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"

@@ -45,20 +45,22 @@ def mongo_uri() -> str:
         processes = stack.start_private_database(folder / "postgres", pg_port, port)
         uri = f"mongodb://127.0.0.1:{port}"
         os.environ["SHOP_UNIT_PG_PORT"] = str(pg_port)  # for tests that read PostgreSQL's plans
-    os.environ.update(
-        MONGODB_URI=uri,
-        SHOP_DB_PREFIX=f"unit{uuid.uuid4().hex[:8]}",
-        DAPR_HTTP_PORT="3500",
-        SHOP_OUTBOX_SWEEP_SECONDS="3600",  # tests flush explicitly; no background surprises
-        SENDGRID_API_KEY="",
-    )
-    settings_of.cache_clear()
-    yield uri
-    for process in processes:
-        process.send_signal(signal.SIGINT)  # FerretDB stops; PostgreSQL's fast shutdown
-        process.wait(30)
-    if processes:
-        shutil.rmtree(folder, ignore_errors=True)
+    try:  # whatever fails from here on, the private database stops with the session
+        os.environ.update(
+            MONGODB_URI=uri,
+            SHOP_DB_PREFIX=f"unit{uuid.uuid4().hex[:8]}",
+            DAPR_HTTP_PORT="3500",
+            SHOP_OUTBOX_SWEEP_SECONDS="3600",  # tests flush explicitly; no background surprises
+            SENDGRID_API_KEY="",
+        )
+        settings_of.cache_clear()
+        yield uri
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)  # FerretDB stops; PostgreSQL's fast shutdown
+            process.wait(30)
+        if processes:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class SidecarMock:
