@@ -90,6 +90,22 @@ def test_each_function_runs_as_its_own_account_with_no_api_token(docs):
         assert one(docs, "ServiceAccount", name)["automountServiceAccountToken"] is False, name
 
 
+def test_a_secret_is_read_whole_by_each_function_that_reads_it(docs):
+    """One Secret per holder: a function that reads a Secret reads every key of it that any
+    function reads, so no function is given a Secret that also holds another's secret (the admin
+    password sits in users' Secret alone, the SendGrid key in notifications')."""
+    readers: dict[tuple[str, str], set[str]] = {}
+    for deployment in functions(docs):
+        for variable in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                readers.setdefault((ref["name"], ref["key"]), set()).add(deployment["metadata"]["name"])
+    for (secret, key), holders in readers.items():
+        for (other_secret, other_key), other_holders in readers.items():
+            if other_secret == secret:
+                assert holders == other_holders, f"{secret}: {key} is read by {sorted(holders)}, {other_key} by {sorted(other_holders)}"
+
+
 # --- network policies: who may connect to whom, evaluated as Kubernetes does ---------------------
 SHOP_NAMESPACE = {"kubernetes.io/metadata.name": "shop"}
 INGRESS_NAMESPACE = {"kubernetes.io/metadata.name": "ingress-nginx"}
