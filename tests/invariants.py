@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pymongo
-from bson import ObjectId
 
 FINAL = {"invoiced", "rejected", "payment_failed", "expired"}
 
@@ -32,7 +31,7 @@ class Report:
 
 
 def orders_of(client: pymongo.MongoClient, prefix: str, order_ids: list[str]) -> dict[str, dict]:
-    found = client[f"{prefix}_payments"]["orders"].find({"_id": {"$in": [ObjectId(o) for o in order_ids]}})
+    found = client[f"{prefix}_payments"]["orders"].find({"_id": {"$in": list(order_ids)}})
     return {str(o["_id"]): o for o in found}
 
 
@@ -73,7 +72,7 @@ def check(
                  f"orders not final: {unfinished[:10]}")
 
     for product_id, initial in initial_stock.items():
-        stored = products["products"].find_one({"_id": ObjectId(product_id)}) or {}
+        stored = products["products"].find_one({"_id": product_id}) or {}
         sold = sum(line["quantity"] for oid in invoiced for line in orders[oid]["lines"] if line["productId"] == product_id)
         holds = stored.get("holds") or {}
         ok = stored.get("stock") == initial - sold and not holds and sold <= initial

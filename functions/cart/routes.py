@@ -8,13 +8,14 @@ from fastapi import APIRouter, HTTPException, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.cart import APP_ID
-from functions.cart.catalogue import is_product_id, product_info
+from functions.cart.catalogue import product_info
 from functions.cart.models import Cart, CartLine
 from functions.cart.schemas import MAX_LINES, MAX_QUANTITY, AddItem, CartOut, ChangeQuantity
 from functions.common import store
 from functions.common.auth import CurrentUser
 from functions.common.clock import now
 from functions.common.contracts import CartItemRemoved, CartUpdated
+from functions.common.ids import is_id
 from functions.common.locks import KeyedLocks
 from functions.common.outbox import PendingEvent
 from functions.common.web import Envelope
@@ -107,7 +108,7 @@ async def add_item(body: AddItem, principal: CurrentUser) -> Envelope[CartOut]:
 @router.patch("/items/{product_id}", summary="Set the quantity of a product in the cart")
 async def change_quantity(product_id: str, body: ChangeQuantity, principal: CurrentUser) -> Envelope[CartOut]:
     user_id = principal.id
-    if not is_product_id(product_id):
+    if not is_id(product_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
     async with _cart_turns(user_id):
         for _ in range(ATTEMPTS):
@@ -134,7 +135,7 @@ async def change_quantity(product_id: str, body: ChangeQuantity, principal: Curr
 @router.delete("/items/{product_id}", summary="Remove a product from the cart; the customer is e-mailed about it")
 async def remove_item(product_id: str, principal: CurrentUser) -> Envelope[CartOut]:
     user_id = principal.id
-    if not is_product_id(product_id):
+    if not is_id(product_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_IN_CART)
     path = _line_path(product_id)
     async with _cart_turns(user_id):

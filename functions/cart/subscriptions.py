@@ -9,4 +9,4 @@ subscriptions = Subscriptions(APP_ID)
 
 @subscriptions.handler(CartCheckedOut)
 async def empty_checked_out_lines(event: CartCheckedOut, context: EventContext) -> None:
-    await checkout.empty_ordered_lines(event.userId, event.orderId, event.productIds, event.cartUpdatedAt)
+    await checkout.empty_ordered_lines(event.userId, event.productIds, event.cartUpdatedAt)

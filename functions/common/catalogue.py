@@ -4,28 +4,30 @@ Names and prices always come from here, never from a client: cart prices its lin
 payments prices an order again with it when the order is placed.
 """
 
-from urllib.parse import quote
-
 from pydantic import BaseModel, Field, ValidationError
 
 from functions.common import sidecar
+from functions.common.ids import EntityId, is_id
 from functions.common.sidecar import SidecarError
 
 
 class ProductSnapshot(BaseModel):
     """The part of products' `GET /api/products/{id}` answer other functions rely on."""
 
-    id: str
+    id: EntityId
     name: str
     priceCents: int = Field(ge=0)
 
 
 async def fetch_product(product_id: str) -> ProductSnapshot | None:
-    """The product as products knows it now; None if there is no such product.
+    """The product as products knows it now; None if there is no such product (an id of another
+    form names none, and is not asked about).
 
     Raises SidecarError (503 for a request, RETRY for a handler) if products cannot answer.
     """
-    response = await sidecar.invoke("products", f"api/products/{quote(product_id, safe='')}")
+    if not is_id(product_id):
+        return None
+    response = await sidecar.invoke("products", f"api/products/{product_id}")
     if response.status_code == 404:
         return None
     if response.status_code != 200:

@@ -10,6 +10,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from functions.common.ids import EntityId
+
 
 class IntegrationEvent(BaseModel):
     # Consumers ignore fields they do not know: a producer may add fields without a new version.
@@ -32,7 +34,7 @@ class UserRegistered(IntegrationEvent):
 
     topic = "welcome_flow"
     publisher = "users"
-    userId: str
+    userId: EntityId
     email: EmailStr
     name: str
     lastName: str
@@ -43,7 +45,7 @@ class UserRegistered(IntegrationEvent):
 class UserLoggedIn(IntegrationEvent):
     topic = "user_login"
     publisher = "users"
-    userId: str
+    userId: EntityId
     # Not EmailStr: the configured admin (default admin@shop.local) logs in too, and EmailStr
     # rejects special-use domains such as .local.
     email: str
@@ -55,14 +57,14 @@ class EmailVerified(IntegrationEvent):
     topic = "email_verified"
     publisher = "users"
     email: EmailStr
-    userId: str
+    userId: EntityId
 
 
 # --- products ----------------------------------------------------------------------------------
 class ProductCreated(IntegrationEvent):
     topic = "product_created"
     publisher = "products"
-    productId: str
+    productId: EntityId
     name: str
     priceCents: int
     category: str
@@ -72,23 +74,23 @@ class ProductCreated(IntegrationEvent):
 class StockReserved(IntegrationEvent):
     topic = "stock_reserved"
     publisher = "products"
-    orderId: str
+    orderId: EntityId
 
 
 class StockRejected(IntegrationEvent):
     topic = "stock_rejected"
     publisher = "products"
-    orderId: str
+    orderId: EntityId
     reason: str
-    productIds: list[str] = Field(default_factory=list)
+    productIds: list[EntityId] = Field(default_factory=list)
 
 
 # --- cart --------------------------------------------------------------------------------------
 class CartUpdated(IntegrationEvent):
     topic = "cart_updates"
     publisher = "cart"
-    userId: str
-    productId: str
+    userId: EntityId
+    productId: EntityId
     name: str
     quantity: int
     action: Literal["added", "changed"]
@@ -97,18 +99,18 @@ class CartUpdated(IntegrationEvent):
 class CartItemRemoved(IntegrationEvent):
     topic = "cart_removals"
     publisher = "cart"
-    userId: str
+    userId: EntityId
     # The caller's e-mail from the token; not EmailStr, which rejects the configured admin's
     # special-use domain (admin@shop.local) as UserLoggedIn explains.
     email: str
-    productId: str
+    productId: EntityId
     productName: str
     quantity: int
 
 
 # --- payments: orders, payments, invoices ------------------------------------------------------
 class OrderLine(BaseModel):
-    productId: str
+    productId: EntityId
     name: str
     unitPriceCents: int = Field(ge=0)
     quantity: int = Field(ge=1)
@@ -123,9 +125,9 @@ class CartCheckedOut(IntegrationEvent):
 
     topic = "cart_checkout"
     publisher = "payments"
-    userId: str
-    orderId: str
-    productIds: list[str]
+    userId: EntityId
+    orderId: EntityId
+    productIds: list[EntityId]
     # The latest change among the lines the order was made from, on the cart's own clock (as
     # the cart reported it): a line changed after it (the customer added more while the order
     # was placed) is not what was ordered and stays in the cart. None: remove the lines as named.
@@ -135,8 +137,8 @@ class CartCheckedOut(IntegrationEvent):
 class OrderCreated(IntegrationEvent):
     topic = "order_created"
     publisher = "payments"
-    orderId: str
-    userId: str
+    orderId: EntityId
+    userId: EntityId
     email: str  # from the token; not EmailStr (see CartItemRemoved)
     lines: list[OrderLine]
     totalCents: int
@@ -146,7 +148,7 @@ class OrderCreated(IntegrationEvent):
 class PaymentProcessed(IntegrationEvent):
     topic = "payment_processed"
     publisher = "payments"
-    orderId: str
+    orderId: EntityId
     paymentId: str
     amountCents: int
 
@@ -154,7 +156,7 @@ class PaymentProcessed(IntegrationEvent):
 class PaymentFailed(IntegrationEvent):
     topic = "payment_failed"
     publisher = "payments"
-    orderId: str
+    orderId: EntityId
     reason: str
 
 
@@ -163,7 +165,7 @@ class OrderCancelled(IntegrationEvent):
 
     topic = "order_cancelled"
     publisher = "payments"
-    orderId: str
+    orderId: EntityId
     reason: str
 
 
@@ -181,9 +183,9 @@ class OrderAmounts(BaseModel):
 class InvoiceProcessing(IntegrationEvent, OrderAmounts):
     topic = "invoice_processing"
     publisher = "payments"
-    orderId: str
+    orderId: EntityId
     invoiceNumber: str
-    userId: str
+    userId: EntityId
     email: str  # from the token; not EmailStr (see CartItemRemoved)
     lines: list[OrderLine]
 
@@ -201,7 +203,7 @@ class EmailRequested(IntegrationEvent):
     # v1 also carried invoice e-mails ("invoice", with orderId and invoiceNumber); they are sent as
     # plain messages if one still arrives.
     template: Literal["invoice", "message"] = "message"
-    orderId: str | None = None
+    orderId: EntityId | None = None
     invoiceNumber: str | None = None
 
 

@@ -6,6 +6,7 @@ from pydantic import Field
 from pymongo import IndexModel
 
 from functions.common.clock import stored_now
+from functions.common.ids import NewEntityId
 
 # held: for an address its owner has not verified yet, sent once it is (sending.py);
 # pending: not yet accepted by the provider (being sent, or waiting for a retry);
@@ -16,6 +17,7 @@ Template = Literal["welcome", "cart_removal", "invoice", "message"]
 
 
 class Email(Document):
+    id: NewEntityId
     to: str  # lower-cased, as the caller's token e-mail is matched against it
     subject: str
     html: str

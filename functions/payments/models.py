@@ -1,12 +1,13 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from beanie import Document, PydanticObjectId
+from beanie import Document
 from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
 from functions.common.clock import now
 from functions.common.contracts import OrderLine
+from functions.common.ids import EntityId, NewEntityId
 from functions.common.outbox import HasOutbox
 
 # "expired": the saga did not complete within SHOP_ORDER_DEADLINE_SECONDS (payments/saga.py).
@@ -28,7 +29,7 @@ class OrderedLine(BaseModel):
     """A line as payments keeps it in an order and its invoice: what was ordered, at the price
     products gave when it was placed. Stored; `OrderLine` (contracts) is what events carry."""
 
-    productId: str
+    productId: EntityId
     name: str
     unitPriceCents: int = Field(ge=0)
     quantity: int = Field(ge=1)
@@ -66,8 +67,8 @@ class Order(Document, HasOutbox, Amounts):
     Its amounts are fixed when it is placed (prices from products, tax rate from
     settings): the amount charged and the invoice are these, whatever changes later."""
 
-    id: PydanticObjectId
-    userId: str
+    id: NewEntityId
+    userId: EntityId
     email: str
     lines: list[OrderedLine]
     status: OrderStatus = "pending"
@@ -98,7 +99,7 @@ class Order(Document, HasOutbox, Amounts):
 class Payment(Document):
     """The result of charging one order: at most one per order (its id is the order id)."""
 
-    id: str  # the order id, also the processor's idempotency key
+    id: EntityId  # the order id, also the processor's idempotency key
     provider: str
     chargeId: str
     status: Literal["approved", "declined"]
@@ -120,7 +121,7 @@ class InvoiceNumber(Document):
     id: str  # "INV-<year>-<seq, 6 digits>"
     year: int
     seq: int
-    orderId: str
+    orderId: EntityId
     allocatedAt: datetime = Field(default_factory=now)
 
     class Settings:
@@ -167,7 +168,7 @@ class SimulatedCharge(Document):
 class MailRequest(Document, HasOutbox):
     """An e-mail an admin asked for through POST /api/facture; carries its email_notification."""
 
-    id: PydanticObjectId
+    id: NewEntityId
     requestedBy: str
     to: str
     subject: str

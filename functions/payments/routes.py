@@ -1,12 +1,12 @@
 from typing import Annotated
 
-from beanie import PydanticObjectId
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import store
 from functions.common.auth import AdminUser, CurrentUser, Principal
 from functions.common.contracts import CartCheckedOut, EmailRequested, OrderCreated
+from functions.common.ids import new_id
 from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.payments import APP_ID
 from functions.payments.models import MailRequest, Order, Transition
@@ -55,9 +55,9 @@ async def place_order(
     settings = get_settings()
     totals = amounts(lines, settings.tax_rate, settings.currency)
 
-    order_id = PydanticObjectId()
+    order_id = new_id()
     created = OrderCreated(
-        orderId=str(order_id),
+        orderId=order_id,
         userId=principal.id,
         email=principal.email,
         lines=[line.contract() for line in lines],
@@ -75,11 +75,11 @@ async def place_order(
     )
     # The order, its first history step and both events in one insert: if it fails, nothing
     # is published and no record is left.
-    announced = order.stage(created, source=APP_ID, key=str(order_id))
+    announced = order.stage(created, source=APP_ID, key=order_id)
     order.stage(
         CartCheckedOut(
             userId=principal.id,
-            orderId=str(order_id),
+            orderId=order_id,
             productIds=[line.productId for line in lines],
             cartUpdatedAt=latest_change(items),
         ),
@@ -127,14 +127,14 @@ async def get_order(order_id: str, principal: CurrentUser) -> Envelope[OrderOut]
     "/facture", status_code=status.HTTP_202_ACCEPTED, tags=["mail"], summary="E-mail anyone (admins only)"
 )
 async def send_facture(body: FactureRequest, admin: AdminUser) -> Envelope[MailQueued]:
-    mail = MailRequest(id=PydanticObjectId(), requestedBy=admin.id, to=body.to, subject=body.subject, content=body.content)
+    mail = MailRequest(requestedBy=admin.id, to=body.to, subject=body.subject, content=body.content)
     mail.stage(
         EmailRequested(to=body.to, subject=body.subject, content=body.content, template="message"),
         source=APP_ID,
-        key=str(mail.id),
+        key=mail.id,
     )
     await store.insert(mail)
     return Envelope(
         message="E-mail queued",
-        data=MailQueued(id=str(mail.id), to=mail.to, subject=mail.subject, createdAt=mail.createdAt),
+        data=MailQueued(id=mail.id, to=mail.to, subject=mail.subject, createdAt=mail.createdAt),
     )

@@ -32,7 +32,6 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import store
@@ -45,7 +44,7 @@ from functions.common.contracts import (
     PaymentFailed,
     PaymentProcessed,
 )
-from functions.common.ids import parse_object_id
+from functions.common.ids import is_id
 from functions.common.outbox import PendingEvent
 from functions.payments import APP_ID
 from functions.payments.invoicing import allocate_invoice_number, build_invoice
@@ -61,8 +60,7 @@ BATCH = 200  # orders settled per status per round; the next round takes the res
 
 
 async def find_order(order_id: str) -> Order | None:
-    parsed = parse_object_id(order_id)
-    return await Order.get(parsed) if parsed is not None else None
+    return await Order.get(order_id) if is_id(order_id) else None
 
 
 async def load_order(order_id: str) -> Order:
@@ -73,12 +71,12 @@ async def load_order(order_id: str) -> Order:
     return order
 
 
-def stage(*events: IntegrationEvent, order_id: Any) -> list[PendingEvent]:
-    return [PendingEvent.of(event, source=APP_ID, key=str(order_id)) for event in events]
+def stage(*events: IntegrationEvent, order_id: str) -> list[PendingEvent]:
+    return [PendingEvent.of(event, source=APP_ID, key=order_id) for event in events]
 
 
 async def transition(
-    order_id: PydanticObjectId,
+    order_id: str,
     *,
     expected: OrderStatus | tuple[OrderStatus, ...],
     to: OrderStatus,
@@ -108,7 +106,7 @@ async def transition(
     return moved
 
 
-async def count_failed_charge(order_id: PydanticObjectId) -> int:
+async def count_failed_charge(order_id: str) -> int:
     """Count one transient failure to charge the order (it is still stock_reserved); returns the
     count so far. Kept on the order, so every replica and restart sees the same count."""
     counted = await store.update_and_read(
@@ -129,7 +127,7 @@ async def charge_once(order: Order) -> Payment:
     recorded result stands, and a charge that lost to a recorded failure (`give_up_charging` by
     another delivery) is refunded. TransientPaymentError propagates: the handler answers RETRY.
     """
-    order_id = str(order.id)
+    order_id = order.id
     recorded = await Payment.get(order_id)
     if recorded is not None:
         return recorded
@@ -153,7 +151,7 @@ async def give_up_charging(order: Order, reason: str) -> Payment:
     """Record that the order's payment failed without an answer from the processor (its attempts
     spent), unless a result was recorded first: then that one stands."""
     processor = get_processor()
-    payment = Payment(id=str(order.id), provider=processor.name, chargeId="", status="declined", reason=reason,
+    payment = Payment(id=order.id, provider=processor.name, chargeId="", status="declined", reason=reason,
                       amountCents=order.totalCents, currency=order.currency)
     return await _record(payment, processor)
 
@@ -206,7 +204,7 @@ async def charge(order_id: str, event_id: str) -> None:
 async def settle_payment(order: Order, payment: Payment, event_id: str, passing: tuple[OrderStatus, ...] = ()) -> bool:
     """(pending →) stock_reserved → paid, staging payment_processed; or → payment_failed, staging
     payment_failed and order_cancelled (products gives the stock back)."""
-    order_id = str(order.id)
+    order_id = order.id
     if payment.status == "approved":
         to, reason = "paid", None
         changes: dict[str, Any] = {"paymentId": payment.chargeId}
@@ -242,7 +240,7 @@ async def invoice(order_id: str, event_id: str) -> None:
         log.info("order %s is %s; payment_processed %s changes nothing", order.id, order.status, event_id)
         return
     issued_at = now()
-    number = await allocate_invoice_number(str(order.id), issued_at.year)
+    number = await allocate_invoice_number(order.id, issued_at.year)
     issued = build_invoice(order, number, issued_at)
     await transition(
         order.id,
@@ -252,7 +250,7 @@ async def invoice(order_id: str, event_id: str) -> None:
         changes={"invoiceNumber": number, "invoice": issued.model_dump()},
         events=[
             InvoiceProcessing(
-                orderId=str(order.id),
+                orderId=order.id,
                 invoiceNumber=number,
                 userId=order.userId,
                 email=order.email,
@@ -278,7 +276,7 @@ async def settle_overdue_orders() -> int:
 async def _settle(order: Order, deadline: timedelta) -> bool:
     event_id = f"deadline:{order.id}:{order.status}"
     if order.status == "paid":
-        await invoice(str(order.id), event_id)
+        await invoice(order.id, event_id)
         return True
     minutes = deadline.total_seconds() / 60
     reason = f"The order did not complete within {minutes:g} minutes (stopped at {order.status})"
@@ -289,5 +287,5 @@ async def _settle(order: Order, deadline: timedelta) -> bool:
     return await transition(
         order.id, expected=("pending", "stock_reserved"), to="expired", event_id=event_id, reason=reason,
         changes={"failureReason": reason},
-        events=[OrderCancelled(orderId=str(order.id), reason=reason)],
+        events=[OrderCancelled(orderId=order.id, reason=reason)],
     )

@@ -32,7 +32,7 @@ class OrderPlaced(BaseModel):
     @classmethod
     def of(cls, order: Order) -> "OrderPlaced":
         return cls(
-            orderId=str(order.id),
+            orderId=order.id,
             status=order.status,
             total=money(order.totalCents),
             totalCents=order.totalCents,
@@ -101,7 +101,7 @@ class OrderOut(AmountsOut, DocumentOut):
     def of(cls, order: Order) -> "OrderOut":
         return super().of(
             order,
-            orderId=str(order.id),
+            orderId=order.id,
             lines=[PricedLineOut.of(line) for line in order.lines],
             invoice=InvoiceOut.of(order.invoice) if order.invoice else None,
             **cls.shown(order),

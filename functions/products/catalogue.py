@@ -3,7 +3,6 @@
 import logging
 from dataclasses import dataclass
 
-from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import store
@@ -77,7 +76,7 @@ async def seed_catalogue() -> None:
         return
     for item in CATALOGUE:
         product = Product(
-            id=PydanticObjectId(item.id),
+            id=item.id,
             name=item.name,
             description=item.description,
             priceCents=item.priceCents,

@@ -6,16 +6,18 @@ from pydantic import BaseModel, Field
 from pymongo import IndexModel
 
 from functions.common.clock import stored_now
+from functions.common.ids import EntityId, NewEntityId
 from functions.common.outbox import HasOutbox
 
 
 class Product(Document, HasOutbox):
+    id: NewEntityId
     name: str
     description: str = ""
     priceCents: int
     category: str
     stock: int
-    # Units held by orders in flight, by order (see stock.hold_key). The hold is what makes
+    # Units held by orders in flight, by order id (an id is a safe field name, see ids.py). The hold is what makes
     # taking and giving back an order's units happen once per product, whatever is redelivered.
     holds: dict[str, int] = Field(default_factory=dict)
     createdAt: datetime = Field(default_factory=stored_now)
@@ -27,7 +29,7 @@ class Product(Document, HasOutbox):
 
 
 class ReservedLine(BaseModel):
-    productId: str
+    productId: EntityId
     name: str
     quantity: int
 
@@ -42,7 +44,7 @@ class StockReservation(Document, HasOutbox):
     cancelled: the cancellation arrived before the order, so the order reserves nothing.
     """
 
-    id: str  # the order id
+    id: EntityId  # the order id
     state: ReservationState
     lines: list[ReservedLine]
     shortProductIds: list[str] = Field(default_factory=list)

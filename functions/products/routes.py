@@ -2,14 +2,13 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from beanie import PydanticObjectId
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 
 from functions.common import store
 from functions.common.auth import AdminUser
 from functions.common.clock import now
 from functions.common.contracts import ProductCreated
-from functions.common.ids import parse_object_id
+from functions.common.ids import is_id
 from functions.common.text import OneLine
 from functions.common.web import Envelope, PageLimit, PageOffset
 from functions.products import APP_ID
@@ -29,8 +28,7 @@ def _contains(text: str) -> dict:
 
 
 async def _found(product_id: str) -> Product:
-    parsed = parse_object_id(product_id)  # a malformed id names no product: 404, not 500
-    product = await Product.get(parsed) if parsed is not None else None
+    product = await Product.get(product_id) if is_id(product_id) else None  # a malformed id: 404
     if product is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return product
@@ -78,7 +76,6 @@ async def get_product(product_id: str, response: Response) -> Envelope[ProductOu
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a product (admins)")
 async def create_product(body: ProductCreate, _: AdminUser) -> Envelope[ProductOut]:
     product = Product(
-        id=PydanticObjectId(),
         name=body.name,
         description=body.description,
         priceCents=cents(body.price),
@@ -87,14 +84,14 @@ async def create_product(body: ProductCreate, _: AdminUser) -> Envelope[ProductO
     )
     product.stage(
         ProductCreated(
-            productId=str(product.id),
+            productId=product.id,
             name=product.name,
             priceCents=product.priceCents,
             category=product.category,
             stock=product.stock,
         ),
         source=APP_ID,
-        key=str(product.id),
+        key=product.id,
     )
     await store.insert(product)
     return Envelope(message="Product created", data=ProductOut.of(product))

@@ -20,9 +20,7 @@ The database applies each conditional update atomically (MongoDB); on FerretDB (
 database, which does not isolate updates) the in-process locks make up for it (common/locks.py).
 """
 
-import hashlib
 import logging
-import re
 from collections.abc import Iterable
 
 from pymongo.errors import DuplicateKeyError
@@ -30,7 +28,6 @@ from pymongo.errors import DuplicateKeyError
 from functions.common import outbox, store
 from functions.common.clock import now
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
-from functions.common.ids import parse_object_id
 from functions.common.locks import KeyedLocks
 from functions.common.outbox import PendingEvent
 from functions.products import APP_ID
@@ -41,16 +38,8 @@ log = logging.getLogger(__name__)
 # One handler at a time per order in this process: a redelivery racing the first waits (spares
 # work only; across replicas the rules above hold without it).
 _order_lock = KeyedLocks()
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 # Reservation states in which the order may hold no units: any hold found then goes back.
 HOLDS_NOTHING = ("rejected", "cancelled", "released", "committed")
-
-
-def hold_key(order_id: str) -> str:
-    """The order's field under `holds`: its id when that is a safe field name, else a digest."""
-    if _SAFE_KEY.match(order_id):
-        return order_id
-    return "sha256_" + hashlib.sha256(order_id.encode()).hexdigest()
 
 
 def merge_lines(lines: Iterable[OrderLine]) -> list[ReservedLine]:
@@ -66,39 +55,30 @@ def merge_lines(lines: Iterable[OrderLine]) -> list[ReservedLine]:
 
 async def _take(order_id: str, line: ReservedLine) -> bool:
     """Take the line's units for the order; True if the order holds them now."""
-    product_id = parse_object_id(line.productId)
-    if product_id is None:
-        return False
-    hold = f"holds.{hold_key(order_id)}"
+    hold = f"holds.{order_id}"  # ids are checked where they enter (ids.py): a safe field name
     if await store.update(
         Product,
-        product_id,
+        line.productId,
         {"$inc": {"stock": -line.quantity}, "$set": {hold: line.quantity, "updatedAt": now()}},
         where={"stock": {"$gte": line.quantity}, hold: {"$exists": False}},
     ):
         return True
     # An earlier delivery of this order may already have taken them before it stopped.
-    return await Product.find_one({"_id": product_id, hold: {"$exists": True}}) is not None
+    return await Product.find_one({"_id": line.productId, hold: {"$exists": True}}) is not None
 
 
 async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> None:
     """End the order's hold on this product, if it holds one: `restock` returns its units (the
     order was cancelled); otherwise they stay sold (the order was paid)."""
-    product_id = parse_object_id(line.productId)
-    if product_id is None:
-        return
-    hold = f"holds.{hold_key(order_id)}"
+    hold = f"holds.{order_id}"
     update = {"$unset": {hold: ""}}
     if restock:
         update |= {"$inc": {"stock": line.quantity}, "$set": {"updatedAt": now()}}
-    await store.update(Product, product_id, update, where={hold: {"$exists": True}})
+    await store.update(Product, line.productId, update, where={hold: {"$exists": True}})
 
 
 async def _available(line: ReservedLine) -> bool:
-    product_id = parse_object_id(line.productId)
-    if product_id is None:
-        return False
-    return await Product.find_one({"_id": product_id, "stock": {"$gte": line.quantity}}) is not None
+    return await Product.find_one({"_id": line.productId, "stock": {"$gte": line.quantity}}) is not None
 
 
 async def _give_back_holds(order_id: str, reservation: StockReservation) -> None:

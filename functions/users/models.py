@@ -6,10 +6,12 @@ from pymongo import IndexModel
 
 from functions.common.auth import Role
 from functions.common.clock import stored_now
+from functions.common.ids import NewEntityId
 from functions.common.outbox import HasOutbox
 
 
 class User(Document, HasOutbox):
+    id: NewEntityId
     name: str
     lastName: str
     email: str  # stored lower-cased, so the unique index ignores case

@@ -1,7 +1,5 @@
 from typing import Annotated
 
-from beanie import PydanticObjectId
-from bson.errors import InvalidId
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from pymongo.errors import DuplicateKeyError
 
@@ -9,6 +7,7 @@ from functions.common import store
 from functions.common.auth import CurrentUser, issue_token
 from functions.common.clock import now
 from functions.common.contracts import EmailVerified, UserLoggedIn, UserRegistered
+from functions.common.ids import is_id
 from functions.common.outbox import PendingEvent
 from functions.common.web import Envelope
 from functions.users import APP_ID, throttle, verification
@@ -33,7 +32,6 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
 
     password_hash = await hash_password(body.password)
     user = User(
-        id=PydanticObjectId(),
         name=body.name,
         lastName=body.lastName,
         email=body.email,
@@ -43,10 +41,10 @@ async def register(body: RegisterRequest) -> Envelope[UserOut]:
     # The welcome event is saved inside the user: it exists only if the user does. It carries
     # the verification link the welcome e-mail shows.
     user.stage(
-        UserRegistered(userId=str(user.id), email=user.email, name=user.name, lastName=user.lastName,
-                       verificationUrl=verification.verification_url(str(user.id), user.email)),
+        UserRegistered(userId=user.id, email=user.email, name=user.name, lastName=user.lastName,
+                       verificationUrl=verification.verification_url(user.id, user.email)),
         source=APP_ID,
-        key=str(user.id),
+        key=user.id,
     )
     try:
         await store.insert(user)
@@ -81,10 +79,10 @@ async def login(
     throttle.succeeded(account)
 
     logged_in = now()
-    pending = PendingEvent.of(UserLoggedIn(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
+    pending = PendingEvent.of(UserLoggedIn(userId=user.id, email=user.email), source=APP_ID, key=user.id)
     # The login time and its event in one write, relayed like every other event.
     await store.update(User, user.id, {"$set": {"lastLoginAt": logged_in}}, events=[pending])
-    token = issue_token(str(user.id), user.email, user.role)
+    token = issue_token(user.id, user.email, user.role)
     return Envelope(message="Logged in", data=Session(token=token, user=UserOut.of(user)))
 
 
@@ -96,14 +94,14 @@ async def login(
 async def verify_email(token: Annotated[str, Query(min_length=1, max_length=2000)]) -> Envelope[None]:
     try:
         user_id, email = verification.read(token)
-        user = await User.get(PydanticObjectId(user_id))
-    except (verification.InvalidLink, InvalidId) as exc:
+    except verification.InvalidLink as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_LINK) from exc
+    user = await User.get(user_id) if is_id(user_id) else None
     if user is None or user.email != email:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_LINK)
     if user.emailVerifiedAt is not None:
         return Envelope(message="Your e-mail address is already verified", data=None)
-    pending = PendingEvent.of(EmailVerified(userId=str(user.id), email=user.email), source=APP_ID, key=str(user.id))
+    pending = PendingEvent.of(EmailVerified(userId=user.id, email=user.email), source=APP_ID, key=user.id)
     # Once: only the first click (of one or several at once) verifies and announces it.
     await store.update(
         User, user.id, {"$set": {"emailVerifiedAt": now()}}, where={"emailVerifiedAt": None}, events=[pending]
@@ -113,10 +111,7 @@ async def verify_email(token: Annotated[str, Query(min_length=1, max_length=2000
 
 @router.get("/me", summary="The caller's own profile")
 async def me(principal: CurrentUser) -> Envelope[UserOut]:
-    try:
-        user = await User.get(PydanticObjectId(principal.id))
-    except InvalidId:
-        user = None
+    user = await User.get(principal.id) if is_id(principal.id) else None
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
     return Envelope(message="Current user", data=UserOut.of(user))

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.bench.floor import run_floor
@@ -116,7 +115,7 @@ def violations(customers: list[Customer], client: MongoClient) -> dict[str, int]
              "invoice e-mails other than one": 0}
     numbers = []
     for c in customers:
-        order = payments["orders"].find_one({"_id": ObjectId(c.order_id)}, {"status": 1, "invoiceNumber": 1})
+        order = payments["orders"].find_one({"_id": c.order_id}, {"status": 1, "invoiceNumber": 1})
         found["not invoiced"] += order is None or order["status"] != "invoiced"
         found["charged other than once"] += payments["simulated_charges"].count_documents({"_id": c.order_id}) != 1
         found["invoice numbers other than one"] += payments["invoice_numbers"].count_documents({"orderId": c.order_id}) != 1

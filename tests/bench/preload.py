@@ -12,46 +12,47 @@ events that crossed. Shapes follow the functions' models; password hashes are pl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from bson import ObjectId
 from pymongo import MongoClient
+
+from functions.common.consumers import inbox_key
+from functions.common.ids import new_id
 
 BATCH = 2000
 
 
 def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[str, str, dict]]:
     """(function, collection, document) of every record earlier order number `index` left."""
-    user_id, order_id = ObjectId(), ObjectId()
-    uid, oid, email = str(user_id), str(order_id), f"earlier.{index}@example.com"
+    uid, oid, email = new_id(), new_id(), f"earlier.{index}@example.com"
     line = {"productId": product_id, "name": "Producto anterior", "unitPriceCents": 1000, "quantity": 2}
     amounts = {"subtotalCents": 2000, "taxRate": 0.19, "taxCents": 380, "totalCents": 2380, "currency": "USD"}
     number = f"INV-{at.year}-{seq:06d}"
     history = [{"status": s, "at": at, "reason": None, "eventId": f"evt_{s}_{oid}"}
                for s in ("pending", "stock_reserved", "paid", "invoiced")]
 
-    def inbox(topic: str) -> dict:
-        return {"_id": f"h:evt_{topic}_{oid}", "topic": topic, "processedAt": at,
-                "processedHour": at.strftime("%Y-%m-%dT%H")}
+    def inbox(app_id: str, topic: str) -> dict:
+        return {"_id": inbox_key(app_id, topic, f"evt_{topic}_{oid}"), "topic": topic, "processedAt": at,
+                "processedHour": at.strftime("%Y-%m-%dT%H"), "state": "done", "claim": None, "claimedUntil": None}
 
     def audit(topic: str) -> dict:
         return {"_id": f"evt_{topic}_{oid}", "topic": topic, "type": f"shop.{topic}.v1", "source": "bench",
                 "key": oid, "time": at, "publishedAt": at, "data": {"orderId": oid}}
 
     def mail(topic: str, subject: str) -> dict:
-        return {"_id": ObjectId(), "to": email, "subject": subject, "html": "<p>…</p>",
+        return {"_id": new_id(), "to": email, "subject": subject, "html": "<p>…</p>",
                 "template": "invoice" if topic == "invoice_processing" else "welcome", "status": "sent",
                 "providerMessageId": None, "eventId": f"evt_{topic}_{oid}", "topic": topic, "createdAt": at,
                 "sentAt": at, "error": None, "attempts": 1, "leaseUntil": at}
 
     return [
-        ("users", "users", {"_id": user_id, "name": "Anterior", "lastName": str(index), "email": email,
+        ("users", "users", {"_id": uid, "name": "Anterior", "lastName": str(index), "email": email,
                             "phone": f"+1{index:010d}", "passwordHash": "$argon2id$preloaded", "role": "customer",
                             "createdAt": at, "lastLoginAt": at, "outbox": [], "outboxPending": False}),
         ("users", "events", audit("welcome_flow")),
         ("cart", "carts", {"_id": uid, "userId": uid, "lines": {}, "createdAt": at, "updatedAt": at,
                            "outbox": [], "outboxPending": False}),
-        ("cart", "processed_events", inbox("cart_checkout")),
+        ("cart", "processed_events", inbox("cart", "cart_checkout")),
         ("payments", "orders", {
-            "_id": order_id, "userId": uid, "email": email, "lines": [line], **amounts, "status": "invoiced",
+            "_id": oid, "userId": uid, "email": email, "lines": [line], **amounts, "status": "invoiced",
             "history": history, "paymentToken": "tok_visa", "idempotencyKey": f"auto:{oid}",
             "paymentId": f"ch_{oid}", "transientChargeFailures": 0, "failureReason": None, "invoiceNumber": number,
             "invoice": {"number": number, "issuedAt": at, "lines": [line], **amounts},
@@ -64,17 +65,17 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
                                            "createdAt": at}),
         ("payments", "invoice_numbers", {"_id": number, "year": at.year, "seq": seq, "orderId": oid,
                                          "allocatedAt": at}),
-        ("payments", "processed_events", inbox("payment_processed")),
+        ("payments", "processed_events", inbox("payments", "payment_processed")),
         ("payments", "events", audit("order_created")),
         ("products", "stock_reservations", {"_id": oid, "state": "committed",
                                             "lines": [{"productId": product_id, "quantity": 2}],
                                             "shortProductIds": [], "reason": None, "createdAt": at,
                                             "updatedAt": at, "outbox": [], "outboxPending": False}),
-        ("products", "processed_events", inbox("order_created")),
+        ("products", "processed_events", inbox("products", "order_created")),
         ("products", "events", audit("stock_reserved")),
         ("notifications", "emails", mail("welcome_flow", "Bienvenido")),
         ("notifications", "emails", mail("invoice_processing", f"Factura de tu pedido #{oid}")),
-        ("notifications", "processed_events", inbox("invoice_processing")),
+        ("notifications", "processed_events", inbox("notifications", "invoice_processing")),
     ]
 
 

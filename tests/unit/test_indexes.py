@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 import pytest
 from beanie import init_beanie
-from bson import ObjectId
 from pymongo import AsyncMongoClient, MongoClient
 
 from functions.cart.models import Cart
 from functions.common.consumers import InboxPruning, ProcessedEvent, hour_bucket
 from functions.common.db import declared_indexes
+from functions.common.ids import new_id
 from functions.common.outbox import AuditEvent
 from functions.notifications.models import Email
 from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, Payment
@@ -30,12 +30,12 @@ from functions.users.models import User
 from tests.stack import stack
 
 ROWS = 3000
-OID = ObjectId()
+OID = new_id()
 NOW = datetime.now(UTC)
 
 
 def doc(i: int, **fields) -> dict:
-    return {"_id": OID if i == 0 else ObjectId(), **fields}
+    return {"_id": OID if i == 0 else new_id(), **fields}
 
 
 # (model, one stored document per i, the filters the function queries it with)

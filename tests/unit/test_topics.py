@@ -9,8 +9,12 @@ import yaml
 
 from functions.common.contracts import IntegrationEvent, StockReserved
 from functions.common.dead_letters import dead_letter_topic
+from functions.common.ids import new_id
 from functions.common.outbox import PendingEvent
 from tests.stack import stack
+
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+ORDER_1 = new_id()
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = [ROOT / "components" / "pubsub.yaml", ROOT / "k8s" / "base" / "dapr" / "pubsub.yaml"]
@@ -65,4 +69,4 @@ def test_the_component_scopes_are_the_topic_table(component, name):
 
 def test_a_function_cannot_stage_another_functions_event():
     with pytest.raises(ValueError, match="stock_reserved is published by products, not cart"):
-        PendingEvent.of(StockReserved(orderId="o1"), source="cart")
+        PendingEvent.of(StockReserved(orderId=ORDER_1), source="cart")

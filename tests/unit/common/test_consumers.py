@@ -22,10 +22,14 @@ from functions.common.consumers import (
 )
 from functions.common.contracts import OrderCancelled, StockReserved
 from functions.common.dead_letters import DeadLetter, dead_letter_topic
+from functions.common.ids import new_id
 from functions.common.settings import get_settings
 
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+ORDER_1 = new_id()
 
-def cloud_event(order_id: str = "o1", event_id: str | None = None) -> dict:
+
+def cloud_event(order_id: str = ORDER_1, event_id: str | None = None) -> dict:
     return {
         "id": event_id or f"evt_{uuid.uuid4().hex}",
         "topic": "stock_reserved",
@@ -55,7 +59,7 @@ async def test_a_handled_event_is_recorded_and_a_redelivery_skipped(database):
     assert await deliver("payments", StockReserved, recorder.handle_stock_reserved, delivered) == "SUCCESS"
 
     [(event, context)] = recorder.calls
-    assert event == StockReserved(orderId="o1")
+    assert event == StockReserved(orderId=ORDER_1)
     assert (context.id, context.topic, context.source) == (delivered["id"], "stock_reserved", "products")
     inbox = await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"]))
     assert inbox is not None and inbox.topic == "stock_reserved"
@@ -124,7 +128,7 @@ async def test_a_claim_left_by_a_dead_delivery_is_taken_over_once_it_expires(dat
 async def test_malformed_events_are_dropped_without_calling_the_handler(database):
     recorder = Recorder()
     for malformed in (
-        {"data": {"orderId": "o1"}},  # no id
+        {"data": {"orderId": ORDER_1}},  # no id
         {"id": "evt_1", "data": {}},  # missing field
         {"id": "evt_2", "data": {"orderId": ["not", "a", "string"]}},
         {"id": "evt_3", "data": "not an object"},
@@ -159,7 +163,7 @@ async def test_mounted_handlers_subscribe_with_a_dead_letter_topic_and_answer_da
         retry = await client.post("/events/stock_reserved", json=delivered, headers=headers)
         success = await client.post("/events/stock_reserved", json=delivered, headers=headers)
         drop = await client.post(
-            "/events/order_cancelled", json={"id": "evt_c", "data": {"orderId": "o1", "reason": "x"}}, headers=headers
+            "/events/order_cancelled", json={"id": "evt_c", "data": {"orderId": ORDER_1, "reason": "x"}}, headers=headers
         )
     assert (retry.status_code, retry.json()) == (200, {"status": "RETRY"})
     assert success.json() == {"status": "SUCCESS"}

@@ -10,9 +10,17 @@ import respx
 
 from functions.common import outbox, sidecar
 from functions.common.contracts import ProductCreated, StockReserved
+from functions.common.ids import new_id
 from functions.common.outbox import AuditEvent, OutboxRelay, PendingEvent
 from tests.unit.common.conftest import Parcel
 from tests.unit.conftest import SIDECAR
+
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+CRASHED_ORDER = new_id()
+PRODUCT_1 = new_id()
+PRODUCT_2 = new_id()
+PRODUCT_3 = new_id()
+PRODUCT_9 = new_id()
 
 
 def created(product_id: str) -> ProductCreated:
@@ -21,7 +29,7 @@ def created(product_id: str) -> ProductCreated:
 
 async def test_a_staged_event_is_saved_with_its_document_and_published_only_on_flush(database, dapr):
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
-    pending = parcel.stage(created("p1"), source="products", key="p1")
+    pending = parcel.stage(created(PRODUCT_1), source="products", key=PRODUCT_1)
     await parcel.insert()
 
     stored = await Parcel.get(parcel.id)
@@ -40,19 +48,19 @@ async def test_a_staged_event_is_saved_with_its_document_and_published_only_on_f
         "source": "products",
         "type": "shop.product_created.v1",
         "datacontenttype": "application/json",
-        "data": {"productId": "p1", "name": "Café", "priceCents": 1250, "category": "Bebidas", "stock": 3},
+        "data": {"productId": PRODUCT_1, "name": "Café", "priceCents": 1250, "category": "Bebidas", "stock": 3},
     }
     request = dapr.router.calls.last.request
-    assert request.url.params["metadata.partitionKey"] == "p1"
+    assert request.url.params["metadata.partitionKey"] == PRODUCT_1
     assert request.headers["content-type"] == "application/cloudevents+json"
     assert (await Parcel.get(parcel.id)).outbox == []
     audit = await AuditEvent.get(pending.id)
-    assert (audit.topic, audit.source, audit.key, audit.data) == ("product_created", "products", "p1", event["data"])
+    assert (audit.topic, audit.source, audit.key, audit.data) == ("product_created", "products", PRODUCT_1, event["data"])
 
 
 async def test_with_the_sidecar_down_the_change_stays_and_the_sweep_publishes_it_later(database):
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
-    pending = parcel.stage(created("p2"), source="products", key="p2")
+    pending = parcel.stage(created(PRODUCT_2), source="products", key=PRODUCT_2)
     await parcel.insert()
 
     await sidecar.close()
@@ -78,7 +86,7 @@ async def test_with_the_sidecar_down_the_change_stays_and_the_sweep_publishes_it
 
 async def test_a_republish_after_a_crash_keeps_one_audit_record(database, dapr):
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
-    pending = parcel.stage(created("p3"), source="products", key="p3")
+    pending = parcel.stage(created(PRODUCT_3), source="products", key=PRODUCT_3)
     await parcel.insert()
     raw = await Parcel.get_pymongo_collection().find_one({"_id": parcel.id}, {"outbox": 1})
     # Published and audited, then the process died before pulling the event off the document.
@@ -96,7 +104,7 @@ async def test_a_republish_after_a_crash_keeps_one_audit_record(database, dapr):
 
 async def test_events_from_several_documents_are_all_swept(database, dapr):
     parcels = [Parcel(label=f"p-{uuid.uuid4().hex}") for _ in range(3)]
-    staged = [p.stage(created(f"p{i}"), source="products") for i, p in enumerate(parcels)]
+    staged = [p.stage(created(new_id()), source="products") for p in parcels]
     for parcel in parcels:
         await parcel.insert()
     await OutboxRelay([Parcel], sweep_seconds=3600).sweep()
@@ -127,7 +135,7 @@ async def test_a_staged_event_that_no_flush_relays_is_published_by_the_sweep(dat
     """A crash right after the write: nothing flushed, the flag alone leads the sweep to it."""
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
     await parcel.insert()
-    pending = PendingEvent.of(StockReserved(orderId="o-crash"), source="products", key="o-crash")
+    pending = PendingEvent.of(StockReserved(orderId=CRASHED_ORDER), source="products", key=CRASHED_ORDER)
     # What store.update writes, without its flush.
     await Parcel.get_pymongo_collection().update_one(
         {"_id": parcel.id}, {"$set": {"weight": 1, "outboxPending": True}, "$push": {"outbox": pending.model_dump()}}
@@ -148,7 +156,7 @@ async def test_a_poisoned_outbox_is_skipped_and_every_other_document_is_still_re
         {"_id": poisoned.id}, {"$set": {"outbox": [{"not": "an event"}], "outboxPending": True}}
     )
     healthy = Parcel(label=f"p-{uuid.uuid4().hex}")
-    staged = healthy.stage(created("p9"), source="products")
+    staged = healthy.stage(created(PRODUCT_9), source="products")
     await healthy.insert()
 
     await OutboxRelay([Parcel], sweep_seconds=3600).sweep()  # does not raise

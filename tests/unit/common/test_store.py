@@ -7,13 +7,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import store
 from functions.common.contracts import ProductCreated, StockReserved
+from functions.common.ids import new_id
 from functions.common.outbox import AuditEvent, PendingEvent
 from tests.unit.common.conftest import Parcel
+
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+ORDER_1 = new_id()
+ORDER_2 = new_id()
+ORDER_3 = new_id()
+ORDER_4 = new_id()
+PRODUCT_1 = new_id()
 
 FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
 
@@ -30,13 +37,13 @@ async def new_parcel(**fields) -> Parcel:
 
 async def test_an_update_saves_its_change_and_events_in_one_write_and_publishes_them(database, dapr):
     parcel = await new_parcel()
-    pending = reserved("o1")
+    pending = reserved(ORDER_1)
 
     assert await store.update(Parcel, parcel.id, {"$inc": {"weight": 5}}, where={"weight": 0}, events=[pending])
 
     # Published (a write that staged an event and did not relay it fails here), audited, and
     # taken off the document.
-    assert [(e["topic"], e["id"], e["data"]) for e in dapr.published] == [("stock_reserved", pending.id, {"orderId": "o1"})]
+    assert [(e["topic"], e["id"], e["data"]) for e in dapr.published] == [("stock_reserved", pending.id, {"orderId": ORDER_1})]
     assert await AuditEvent.get(pending.id) is not None
     stored = await Parcel.get(parcel.id)
     assert stored.weight == 5 and stored.outbox == [] and not stored.outboxPending
@@ -45,8 +52,8 @@ async def test_an_update_saves_its_change_and_events_in_one_write_and_publishes_
 async def test_an_update_whose_condition_no_longer_holds_writes_and_publishes_nothing(database, dapr):
     parcel = await new_parcel(weight=3)
 
-    assert not await store.update(Parcel, parcel.id, {"$inc": {"weight": 5}}, where={"weight": 0}, events=[reserved("o2")])
-    assert not await store.update(Parcel, "no-such-parcel", {"$set": {"weight": 1}}, events=[reserved("o3")])
+    assert not await store.update(Parcel, parcel.id, {"$inc": {"weight": 5}}, where={"weight": 0}, events=[reserved(ORDER_2)])
+    assert not await store.update(Parcel, "no-such-parcel", {"$set": {"weight": 1}}, events=[reserved(ORDER_3)])
 
     assert dapr.published == []
     stored = await Parcel.get(parcel.id)
@@ -55,8 +62,8 @@ async def test_an_update_whose_condition_no_longer_holds_writes_and_publishes_no
 
 async def test_an_insert_publishes_what_was_staged_on_the_document(database, dapr):
     parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
-    staged = parcel.stage(ProductCreated(productId="p1", name="Café", priceCents=1250, category="Bebidas", stock=3),
-                          source="products", key="p1")
+    staged = parcel.stage(ProductCreated(productId=PRODUCT_1, name="Café", priceCents=1250, category="Bebidas", stock=3),
+                          source="products", key=PRODUCT_1)
     await store.insert(parcel)
 
     assert [e["id"] for e in dapr.published] == [staged.id]
@@ -69,7 +76,7 @@ async def test_an_insert_publishes_what_was_staged_on_the_document(database, dap
 
 async def test_update_and_read_answers_the_document_as_written(database, dapr):
     parcel = await new_parcel()
-    pending = reserved("o4")
+    pending = reserved(ORDER_4)
 
     after = await store.update_and_read(Parcel, parcel.id, {"$inc": {"weight": 2}}, events=[pending])
     before = await store.update_and_read(Parcel, parcel.id, {"$inc": {"weight": 2}}, before=True)
@@ -80,7 +87,7 @@ async def test_update_and_read_answers_the_document_as_written(database, dapr):
 
 
 async def test_an_upsert_creates_the_document_once(database, dapr):
-    key = PydanticObjectId()
+    key = new_id()
     assert await store.update(Parcel, key, {"$setOnInsert": {"label": "first"}, "$inc": {"weight": 1}}, upsert=True)
     assert await store.update(Parcel, key, {"$setOnInsert": {"label": "other"}, "$inc": {"weight": 1}}, upsert=True)
     stored = await Parcel.get(key)
@@ -101,7 +108,7 @@ async def test_concurrent_changes_and_relays_of_one_document_lose_nothing(databa
     parcel = await new_parcel()
 
     async def change(weight: int) -> str:
-        pending = PendingEvent.of(StockReserved(orderId=f"o{weight}"), source="products", key=str(parcel.id))
+        pending = PendingEvent.of(StockReserved(orderId=new_id()), source="products", key=parcel.id)
         assert await store.update(Parcel, parcel.id, {"$inc": {"weight": weight}}, events=[pending])
         return pending.id
 

@@ -1,11 +1,11 @@
 """The shared app shape: envelopes, JSON error bodies (never a 500 for bad input), health, docs."""
 
 import httpx
-from beanie import PydanticObjectId
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from functions.common import sidecar
+from functions.common.ids import new_id
 from functions.common.web import DocumentOut, Envelope, create_app
 from tests.unit.common.conftest import Parcel
 from tests.unit.conftest import running
@@ -79,7 +79,7 @@ class ParcelOut(DocumentOut):
 
 
 async def test_a_document_is_shown_with_its_declared_fields_only(database):
-    parcel = Parcel(id=PydanticObjectId(), label="caja", weight=12)
+    parcel = Parcel(id=new_id(), label="caja", weight=12)
     shown = ParcelOut.of(parcel, heavy=parcel.weight > 10)
     assert shown.model_dump() == {"id": str(parcel.id), "label": "caja", "heavy": True}
     assert "weight" not in shown.model_dump_json() and "outbox" not in shown.model_dump_json()

@@ -7,9 +7,14 @@ import pytest
 from functions.common.auth import issue_token
 from functions.common.consumers import EventContext
 from functions.common.contracts import UserRegistered
+from functions.common.ids import new_id
 from functions.common.settings import settings_of
 from functions.notifications.subscriptions import send_welcome_email
 from tests.unit.notifications.conftest import new_address
+
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+PRODUCT_1 = new_id()
+USER_1 = new_id()
 
 
 def bearer(email: str, role: str = "customer") -> dict[str, str]:
@@ -19,7 +24,7 @@ def bearer(email: str, role: str = "customer") -> dict[str, str]:
 async def mail(to: str, name: str = "Ana") -> str:
     event_id = f"evt_{uuid.uuid4().hex}"
     await send_welcome_email(
-        UserRegistered(userId="u1", email=to, name=name, lastName="X"), EventContext(id=event_id, topic="welcome_flow")
+        UserRegistered(userId=USER_1, email=to, name=name, lastName="X"), EventContext(id=event_id, topic="welcome_flow")
     )
     return event_id
 
@@ -94,7 +99,7 @@ async def test_a_delivery_over_http_stores_the_email(client):
     to, event_id = new_address(), f"evt_{uuid.uuid4().hex}"
     cloud_event = {
         "id": event_id, "topic": "cart_removals", "source": "cart", "type": "shop.cart_removals.v1",
-        "data": {"userId": "u1", "email": to, "productId": "p1", "productName": "Jabón Artesanal de Lavanda",
+        "data": {"userId": USER_1, "email": to, "productId": PRODUCT_1, "productName": "Jabón Artesanal de Lavanda",
                  "quantity": 1},
     }  # fmt: skip
     response = await client.post(

@@ -18,9 +18,10 @@ from functions.common.contracts import (
     OrderLine,
     UserRegistered,
 )
-from functions.notifications.settings import get_settings
+from functions.common.ids import new_id
 from functions.notifications.models import Email
 from functions.notifications.sending import GIVE_UP_AFTER, resend_stalled
+from functions.notifications.settings import get_settings
 from functions.notifications.subscriptions import (
     release_held_emails,
     send_cart_removal_email,
@@ -29,6 +30,12 @@ from functions.notifications.subscriptions import (
     send_welcome_email,
 )
 from tests.unit.notifications.conftest import SENDGRID_KEY, new_address
+
+# Ids in their one form (functions/common/ids.py); a contract refuses any other.
+ORDER_42 = new_id()
+PRODUCT_1 = new_id()
+PRODUCT_2 = new_id()
+USER_1 = new_id()
 
 
 def context(topic: str) -> EventContext:
@@ -40,7 +47,7 @@ def cloud_event(event, event_id: str | None = None) -> dict:
 
 
 def welcome(to: str | None = None, name: str = "Lucía") -> UserRegistered:
-    return UserRegistered(userId="u1", email=to or new_address(), name=name, lastName="Pérez")
+    return UserRegistered(userId=USER_1, email=to or new_address(), name=name, lastName="Pérez")
 
 
 def facture(to: str | None = None) -> EmailRequested:
@@ -50,13 +57,13 @@ def facture(to: str | None = None) -> EmailRequested:
 
 def invoice(to: str | None = None) -> InvoiceProcessing:
     return InvoiceProcessing(
-        orderId="ord_42",
+        orderId=ORDER_42,
         invoiceNumber="INV-2026-000042",
-        userId="u1",
+        userId=USER_1,
         email=to or new_address(),
         lines=[
-            OrderLine(productId="p1", name="Café Orgánico de Altura", unitPriceCents=1250, quantity=2),
-            OrderLine(productId="p2", name="Jabón Artesanal <Lavanda>", unitPriceCents=675, quantity=1),
+            OrderLine(productId=PRODUCT_1, name="Café Orgánico de Altura", unitPriceCents=1250, quantity=2),
+            OrderLine(productId=PRODUCT_2, name="Jabón Artesanal <Lavanda>", unitPriceCents=675, quantity=1),
         ],
         subtotalCents=3175,
         taxRate=0.19,
@@ -84,7 +91,7 @@ async def test_welcome_email_greets_the_new_user_by_name_and_is_kept_locally_wit
 
 async def test_cart_removal_email_names_the_removed_product(client):
     event = CartItemRemoved(
-        userId="u1", email=new_address(), productId="p1", productName="Miel Pura de Abeja", quantity=2
+        userId=USER_1, email=new_address(), productId=PRODUCT_1, productName="Miel Pura de Abeja", quantity=2
     )
     ctx = context("cart_removals")
     await send_cart_removal_email(event, ctx)
@@ -102,11 +109,11 @@ async def test_the_invoice_email_is_rendered_from_the_invoices_lines_and_amounts
     today = now()
     months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
               "septiembre", "octubre", "noviembre", "diciembre"]  # fmt: skip
-    assert email.template == "invoice" and email.subject == "Factura de tu pedido #ord_42"  # the original's subject
+    assert email.template == "invoice" and email.subject == f"Factura de tu pedido #{ORDER_42}"  # the original's subject
     assert email.to == event.email and email.topic == "invoice_processing"
-    assert f"Para: {event.email}" in email.html and "Factura de tu pedido #ord_42</h1>" in email.html
+    assert f"Para: {event.email}" in email.html and f"Factura de tu pedido #{ORDER_42}</h1>" in email.html
     assert f"Fecha: {today.day} de {months[today.month - 1]} de {today.year}" in email.html
-    assert "Factura: INV-2026-000042" in email.html and "Pedido: #ord_42" in email.html
+    assert "Factura: INV-2026-000042" in email.html and f"Pedido: #{ORDER_42}" in email.html
     text = " ".join(re.sub(r"<[^>]+>", " ", email.html).split())
     assert "Café Orgánico de Altura 2 $12.50 $25.00" in text
     assert "Jabón Artesanal &lt;Lavanda&gt; 1 $6.75 $6.75" in text  # names are escaped
@@ -283,7 +290,7 @@ async def test_mail_to_an_unverified_address_is_held_until_it_is_verified(client
     assert sorted(e.status for e in held) == ["held", "held"]
     assert not any(to in call.request.content.decode() for call in sendgrid.calls)
 
-    verified = EmailVerified(userId="u1", email=to)
+    verified = EmailVerified(userId=USER_1, email=to)
     for _ in range(2):  # a redelivery releases nothing more
         assert await deliver("notifications", EmailVerified, release_held_emails, cloud_event(verified)) == "SUCCESS"
 
@@ -291,7 +298,7 @@ async def test_mail_to_an_unverified_address_is_held_until_it_is_verified(client
     assert sorted(e.status for e in sent) == ["sent", "sent"]
     assert sum(to in call.request.content.decode() for call in sendgrid.calls) == 2
     # Once verified, mail goes at once.
-    await send_cart_removal_email(CartItemRemoved(userId="u1", email=to, productId="p1", productName="Miel", quantity=1),
+    await send_cart_removal_email(CartItemRemoved(userId=USER_1, email=to, productId=PRODUCT_1, productName="Miel", quantity=1),
                                   context("cart_removals"))
     assert (await Email.find(Email.to == to, Email.template == "cart_removal").first_or_none()).status == "sent"
 

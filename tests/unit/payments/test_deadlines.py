@@ -2,8 +2,6 @@
 
 from datetime import timedelta
 
-from beanie import PydanticObjectId
-
 from functions.common.clock import now
 from functions.payments.models import Order, Payment, SimulatedCharge
 from functions.payments.saga import settle_overdue_orders
@@ -16,7 +14,7 @@ async def overdue(order_id: str, status: str | None = None) -> None:
     """Make the order's last change older than the deadline (and put it in `status`)."""
     late = now() - timedelta(seconds=get_settings().order_deadline_seconds + 60)
     await Order.get_pymongo_collection().update_one(
-        {"_id": PydanticObjectId(order_id)}, {"$set": {"updatedAt": late, **({"status": status} if status else {})}}
+        {"_id": order_id}, {"$set": {"updatedAt": late, **({"status": status} if status else {})}}
     )
 
 

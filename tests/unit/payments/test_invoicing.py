@@ -4,10 +4,9 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from beanie import PydanticObjectId
-
 from functions.common.consumers import EventContext
 from functions.common.contracts import PaymentProcessed
+from functions.common.ids import new_id
 from functions.payments.invoicing import allocate_invoice_number
 from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, OrderedLine, Transition
 from functions.payments.subscriptions import invoice_paid_order
@@ -20,7 +19,7 @@ async def paid_order(price_cents: int = 1000) -> Order:
     """An order already paid, straight into the database (the earlier steps are tested elsewhere)."""
     at = datetime.now(UTC)
     order = Order(
-        id=PydanticObjectId(),
+        id=new_id(),
         userId=uuid.uuid4().hex[:24],
         email="ana@example.com",
         lines=[OrderedLine(productId=uuid.uuid4().hex[:24], name="Café", unitPriceCents=price_cents, quantity=1)],
@@ -44,7 +43,7 @@ def seq(number: str) -> int:
 
 
 async def test_concurrent_allocations_are_sequential_without_duplicates_or_gaps(client, dapr):
-    order_ids = [str(PydanticObjectId()) for _ in range(40)]
+    order_ids = [new_id() for _ in range(40)]
     numbers = await asyncio.gather(*(allocate_invoice_number(order_id, YEAR) for order_id in order_ids))
 
     assert len(set(numbers)) == 40
@@ -58,9 +57,9 @@ async def test_concurrent_allocations_are_sequential_without_duplicates_or_gaps(
 
 
 async def test_an_order_keeps_its_number_however_often_it_asks(client, dapr):
-    order_id = str(PydanticObjectId())
+    order_id = new_id()
     first = await allocate_invoice_number(order_id, YEAR)
-    other = await allocate_invoice_number(str(PydanticObjectId()), YEAR)
+    other = await allocate_invoice_number(new_id(), YEAR)
     again = await asyncio.gather(*(allocate_invoice_number(order_id, YEAR) for _ in range(5)))
     assert set(again) == {first} and seq(other) == seq(first) + 1
     assert await InvoiceNumber.find(InvoiceNumber.orderId == order_id).count() == 1
@@ -68,13 +67,13 @@ async def test_an_order_keeps_its_number_however_often_it_asks(client, dapr):
 
 async def test_a_lagging_sequence_hint_costs_collisions_never_a_gap(client, dapr):
     year = YEAR + 1
-    issued = [await allocate_invoice_number(str(PydanticObjectId()), year) for _ in range(3)]
+    issued = [await allocate_invoice_number(new_id(), year) for _ in range(3)]
     assert [seq(n) for n in issued] == [1, 2, 3]
     assert (await InvoiceSequence.get(year)).next == 4  # one read by _id finds the next number
     # As after a lost write of the hint: it points at a number long issued.
     await InvoiceSequence.get_pymongo_collection().update_one({"_id": year}, {"$set": {"next": 1}})
 
-    following = await allocate_invoice_number(str(PydanticObjectId()), year)
+    following = await allocate_invoice_number(new_id(), year)
 
     assert seq(following) == 4
     assert (await InvoiceSequence.get(year)).next == 5

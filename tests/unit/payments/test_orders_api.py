@@ -3,8 +3,6 @@
 import asyncio
 import uuid
 
-from beanie import PydanticObjectId
-
 from functions.payments.models import MailRequest, Order
 from tests.unit.payments.conftest import Customer
 from tests.unit.payments.saga_steps import one, published
@@ -197,7 +195,7 @@ async def test_facture_is_for_admins_only(client, dapr, customer, admin):
         "orderId": None,
         "invoiceNumber": None,
     }
-    stored = await MailRequest.get(PydanticObjectId(data["id"]))
+    stored = await MailRequest.get(data["id"])
     assert stored.requestedBy == admin.id and stored.outbox == []
 
 

@@ -5,7 +5,6 @@ import uuid
 from pathlib import Path
 
 import yaml
-from beanie import PydanticObjectId
 
 from functions.common.consumers import EventContext, deliver
 from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
@@ -27,7 +26,7 @@ async def placed(client, shop, customer, card: str, *lines) -> str:
 
 
 async def order(order_id: str) -> Order:
-    return await Order.get(PydanticObjectId(order_id))
+    return await Order.get(order_id)
 
 
 def statuses(o: Order) -> list[str]:
@@ -253,7 +252,7 @@ async def test_a_payment_is_never_charged_twice(client, dapr, shop, customer, pr
 
     # A Payment on record is the answer: the processor is not even asked again.
     calls.clear()
-    await Order.get_pymongo_collection().update_one({"_id": PydanticObjectId(order_id)}, {"$set": {"status": "stock_reserved"}})
+    await Order.get_pymongo_collection().update_one({"_id": order_id}, {"$set": {"status": "stock_reserved"}})
     await charge_reserved_order(StockReserved(orderId=order_id), EventContext(id="evt_again", topic="stock_reserved"))
     assert calls == []
 

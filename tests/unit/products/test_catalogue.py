@@ -4,9 +4,9 @@ import asyncio
 import uuid
 
 import pytest
-from beanie import PydanticObjectId
 
 from functions.common.contracts import OrderLine
+from functions.common.ids import new_id
 from functions.products import stock
 from functions.products.catalogue import CATALOGUE, SEED_ID, seed_catalogue
 from functions.products.models import CatalogueSeed, Product
@@ -60,7 +60,7 @@ async def test_one_product_has_the_documented_shape(client):
 async def test_seeding_is_idempotent_across_restarts_and_concurrent_replicas(client, dapr):
     ids = [item.id for item in CATALOGUE]
     # Start from scratch, then let three "replicas" seed at once and one restart after.
-    await Product.find({"_id": {"$in": [PydanticObjectId(i) for i in ids]}}).delete()
+    await Product.find({"_id": {"$in": [i for i in ids]}}).delete()
     await CatalogueSeed.find(CatalogueSeed.id == SEED_ID).delete()
     await asyncio.gather(seed_catalogue(), seed_catalogue(), seed_catalogue())
     await seed_catalogue()
@@ -218,7 +218,7 @@ async def test_an_update_with_nothing_valid_is_422(client, admin, body):
 
 async def test_stock_delta_adds_units_atomically_beside_reservations(client, admin, make_product):
     lamp = await make_product(10)
-    reserving = [stock.reserve(f"ord_{uuid.uuid4().hex}", [OrderLine(productId=str(lamp.id), name=lamp.name,
+    reserving = [stock.reserve(new_id(), [OrderLine(productId=str(lamp.id), name=lamp.name,
                                                                    unitPriceCents=1000, quantity=1)]) for _ in range(4)]
     restock = [client.patch(f"/api/products/{lamp.id}", json={"stockDelta": 5}, headers=admin) for _ in range(3)]
     results = await asyncio.gather(*restock, *reserving)
@@ -243,7 +243,7 @@ async def test_a_stock_count_against_a_stale_version_is_412_and_changes_nothing(
     read = await client.get(f"/api/products/{lamp.id}")
     version = read.headers["ETag"]
     # An order takes a unit after the admin read the product.
-    await stock.reserve(f"ord_{uuid.uuid4().hex}", [OrderLine(productId=str(lamp.id), name=lamp.name,
+    await stock.reserve(new_id(), [OrderLine(productId=str(lamp.id), name=lamp.name,
                                                                unitPriceCents=1000, quantity=1)])
 
     stale = await client.patch(f"/api/products/{lamp.id}", json={"stock": 20}, headers=admin | {"If-Match": version})
