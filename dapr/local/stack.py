@@ -77,11 +77,13 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def step(name: str):
+def step(name: str, report=None):
+    """`name ...`, then `name: done in Ns` (through `report`, default `say`)."""
+    report = report or say
     started = time.monotonic()
-    say(f"{name} ...")
+    report(f"{name} ...")
     yield
-    say(f"{name}: done in {time.monotonic() - started:.1f}s")
+    report(f"{name}: done in {time.monotonic() - started:.1f}s")
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:

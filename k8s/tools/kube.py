@@ -65,10 +65,10 @@ DAPR_VERSION = go_require(ROOT / "dapr" / "local" / "build" / "daprd" / "go.mod"
 KEDA_VERSION = "2.21.0"
 
 
-def source_stamp(module_dir: Path) -> str:
+def source_stamp(module_dir: Path, names: tuple[str, ...] = ("go.mod", "go.sum", "main.go")) -> str:
     """A short hash of a tool's go.mod, go.sum and main.go: an edit means a new cached build."""
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
+    for name in names:
         digest.update((module_dir / name).read_bytes())
     return digest.hexdigest()[:10]
 
@@ -77,7 +77,7 @@ CACHED_KUBECTL = CACHE / f"kubectl-v{KUBECTL_VERSION}-{source_stamp(TOOLS / 'kub
 APISERVER = CACHE / f"shop-apiserver-v{KUBERNETES_VERSION}-{source_stamp(TOOLS / 'apiserver')}" / "shop-apiserver"
 
 
-def go_build(module_dir: Path, target: Path, version: str) -> None:
+def go_build(module_dir: Path, target: Path, version: str, package: str = ".") -> None:
     """The local stack's build (dapr/local/stack.py): into a temporary name then renamed, with a
     progress line every 20 s, as a cold build of the API server takes minutes."""
     if shutil.which("go") is None:
@@ -85,7 +85,7 @@ def go_build(module_dir: Path, target: Path, version: str) -> None:
     started = time.monotonic()
     stamp = f"-X k8s.io/component-base/version.gitVersion=v{version}"
     stamp += f" -X k8s.io/client-go/pkg/version.gitVersion=v{version}"
-    stack.go_build(module_dir, target, ".", "-ldflags=-s -w " + stamp, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+    stack.go_build(module_dir, target, package, "-ldflags=-s -w " + stamp, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
     say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 

@@ -1,6 +1,7 @@
 """Helpers for black-box tests: the shop's public ports, a Kafka reader, polling."""
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,10 @@ ADMIN = {"email": "admin@shop.local", "password": "admin-local-password"}  # the
 
 
 def api(function: str) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.FUNCTIONS[function]}", timeout=15)
+    """The function's public API: the local stack's port, or where SHOP_API_URLS (a JSON object of
+    function -> base URL) says, as on a Kubernetes cluster (k8s/tools/e2e.py)."""
+    urls = json.loads(os.environ.get("SHOP_API_URLS") or "{}")
+    return httpx.Client(base_url=urls.get(function) or f"http://127.0.0.1:{stack.FUNCTIONS[function]}", timeout=15)
 
 
 def sidecar(function: str) -> httpx.Client:

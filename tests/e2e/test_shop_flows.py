@@ -7,16 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.shop import (
-    admin_token,
-    api,
-    bearer,
-    emails,
-    eventually,
-    kafka_events,
-    new_customer,
-    sidecar,
-)
+from tests.e2e.shop import admin_token, api, bearer, emails, eventually, kafka_events, new_customer, sidecar
 
 FINAL = {"invoiced", "rejected", "payment_failed"}
 
@@ -142,6 +133,11 @@ def test_cart_add_change_remove_sends_the_removal_email(customer: dict) -> None:
 
 
 def test_paid_order_is_invoiced_and_mailed_and_takes_stock(customer: dict) -> None:
+    paid_order_is_invoiced_and_mailed(customer)
+
+
+def paid_order_is_invoiced_and_mailed(customer: dict) -> None:
+    """The order journey, asserted step by step (the cluster's journey, tests/cluster, too)."""
     token = customer["token"]
     product = create_product(stock=5, price=15.0)
     add_to_cart(token, product["id"], 2)

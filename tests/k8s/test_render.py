@@ -15,8 +15,8 @@ from tests.k8s.manifests import (
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "IngressClass"}
 
 
-def test_overlays_are_dev_and_prod(tree):
-    assert {"dev", "prod"} <= set(kube.overlays(tree))
+def test_overlays_are_dev_prod_and_e2e(tree):
+    assert {"dev", "prod", "e2e"} <= set(kube.overlays(tree))
 
 
 def test_overlay_renders(overlay, rendered_text):

@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""`task k8s:e2e`: the shop on a real Kubernetes cluster, end to end.
+
+    python k8s/tools/e2e.py            # local cluster: build, start, deploy, journey, tear down
+    KUBECONFIG=... python k8s/tools/e2e.py   # a cluster of yours (kind, minikube, ...): deploy, journey
+
+With no KUBECONFIG it starts the local single-node cluster (k8s/tools/cluster.py: its own network
+namespace, nothing leaves the machine), builds the images it needs (k8s/images/, and the shop's
+own from the Dockerfile) with podman and loads them into the node. On a cluster of yours the
+images must already be there (`kind load docker-image the-shop:dev`, ...), and Dapr too if
+`helm` is not wanted (SHOP_E2E_INSTALL_DAPR=0).
+
+Then: the Dapr control plane with Helm (the chart inside the dapr module), the e2e overlay
+(k8s/overlays/e2e: the dev overlay with images that can be built here and FerretDB on
+PostgreSQL for MongoDB), static volumes for Kafka's and the database's claims, every pod Ready
+with its daprd, and the customer journey (tests/cluster) through the functions' Services. Each
+step prints its time; on failure, the pods, the events and the logs of every pod not ready.
+SHOP_E2E_KEEP=1 leaves the local cluster running afterwards (`cluster.py down` stops it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cluster  # noqa: E402
+import kube  # noqa: E402
+import stack  # noqa: E402 - dapr/local/stack.py: the cached daprd, FerretDB and Kafka builds
+from cluster import CACHE, say, step  # noqa: E402
+
+ROOT = kube.ROOT
+IMAGES = kube.K8S / "images"
+OVERLAY = kube.K8S / "overlays" / "e2e"
+NAMESPACE = "shop"
+FUNCTIONS = ("users", "products", "cart", "payments", "notifications")
+PODMAN_ROOT = CACHE / "podman"
+ARCHIVES = CACHE / "image-archives"
+BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
+PYTHON_IMAGE = "docker.io/library/python:3.11-slim"
+SHOP_IMAGE = "docker.io/library/the-shop:dev"
+KAFKA_IMAGE = f"localhost/shop-kafka:{stack.KAFKA_VERSION}"
+FERRETDB_IMAGE = f"localhost/shop-ferretdb:{stack.FERRETDB_VERSION}"
+DAPR_IMAGES = [f"ghcr.io/dapr/{name}:{cluster.DAPR_VERSION}" for name in (*cluster.DAPR_COMMANDS, "daprd")]
+# The claims of the dev overlay's StatefulSets, and the user each one's pod runs as.
+VOLUMES = {"data-kafka-0": 1000, "data-mongodb-0": 999}
+
+
+# --- images ------------------------------------------------------------------------------------
+# crun refuses this machine's hybrid cgroups; runc works. Storage in the cache, outside the checkout,
+# with run state of its own (another cache's podman keeps its locks apart).
+PODMAN_RUNROOT = Path("/run") / f"shop-podman-{hashlib.sha256(str(PODMAN_ROOT).encode()).hexdigest()[:8]}"
+PODMAN = ["podman", "--root", str(PODMAN_ROOT), "--runroot", str(PODMAN_RUNROOT), "--runtime", "runc",
+          "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+
+
+def podman(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run([*PODMAN, *args], text=True, capture_output=capture)
+    if result.returncode != 0:
+        raise RuntimeError(f"podman {args[0]} failed:\n{(result.stdout or '')[-4000:]}{(result.stderr or '')[-4000:]}")
+    return result
+
+
+def has_image(name: str) -> bool:
+    return subprocess.run([*PODMAN, "image", "exists", name]).returncode == 0
+
+
+def base_image() -> None:
+    """debian:bookworm-slim, made here: debootstrap's minimal bookworm, imported."""
+    if has_image(BASE_IMAGE):
+        return
+    with step("base image: debootstrap --variant=minbase bookworm"):
+        rootfs = CACHE / "bookworm-rootfs.partial"
+        shutil.rmtree(rootfs, ignore_errors=True)
+        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), "http://deb.debian.org/debian"],
+                       check=True, stdout=subprocess.DEVNULL)
+        for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+            deb.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run([*PODMAN, "import", "--change", 'CMD ["bash"]', "-", BASE_IMAGE],
+                       stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        tar.wait()
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def fingerprint(*parts: Path | str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            files = [part] if not part.is_dir() else sorted(
+                p for p in part.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            for file in files:
+                digest.update(str(file.relative_to(ROOT) if file.is_relative_to(ROOT) else file).encode())
+                digest.update(file.read_bytes())
+        else:
+            digest.update(part.encode())
+    return digest.hexdigest()[:12]
+
+
+def build(tags: list[str], context: Path, containerfile: Path, machine_ca: bool = False) -> None:
+    # `machine_ca`: the machine's CA bundle over the image's while it builds (pip behind a
+    # TLS-inspecting egress); not kept in the image. Not where the build installs ca-certificates.
+    ca = ["--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"] if machine_ca else []
+    podman("build", "--pull=never", "--network=host", "--layers", "--ulimit", "nofile=20000:20000", *ca,
+           "-f", str(containerfile), *[a for tag in tags for a in ("-t", tag)], str(context), capture=True)
+
+
+def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool = False) -> Path:
+    """The image as a `docker save` archive in the cache, built when its inputs changed."""
+    target = ARCHIVES / f"{name}-{key}.tar"
+    if target.exists():
+        return target
+    with step(f"image {tags[0]}"):
+        base_image()
+        with tempfile.TemporaryDirectory() as tmp:
+            context, containerfile = make_context(Path(tmp))
+            build(tags, context, containerfile, machine_ca)
+        ARCHIVES.mkdir(parents=True, exist_ok=True)
+        for stale in ARCHIVES.glob(f"{name}-*.tar"):
+            stale.unlink()
+        partial = target.with_suffix(".partial")
+        podman("save", "--format", "docker-archive", "-o", str(partial), *tags, capture=True)
+        partial.rename(target)
+    return target
+
+
+def images() -> list[Path]:
+    """Every image the e2e overlay and the Dapr chart run, as archives to load into the node."""
+    stack.provision_kafka()
+    stack.provision_ferretdb()
+    stack.provision_daprd()
+    control_plane = cluster.dapr_binaries()
+
+    def shop_context(tmp: Path):
+        if not has_image(PYTHON_IMAGE):
+            build([PYTHON_IMAGE], IMAGES / "python", IMAGES / "python" / "Containerfile")
+        return ROOT, ROOT / "Dockerfile"
+
+    def kafka_context(tmp: Path):
+        shutil.copytree(IMAGES / "kafka", tmp, dirs_exist_ok=True)
+        shutil.copytree(stack.KAFKA_LIBS, tmp / "libs")
+        shutil.copy(ROOT / "dapr" / "local" / "kafka" / "log4j2.yaml", tmp / "log4j2.yaml")
+        return tmp, tmp / "Containerfile"
+
+    def ferretdb_context(tmp: Path):
+        shutil.copytree(IMAGES / "ferretdb", tmp, dirs_exist_ok=True)
+        shutil.copy(stack.FERRETDB, tmp / "ferretdb")
+        shutil.copy(stack.GIN_SQL, tmp / "ferretdb-gin.sql")
+        return tmp, tmp / "Containerfile"
+
+    def dapr_context(tmp: Path):
+        shutil.copytree(IMAGES / "dapr", tmp, dirs_exist_ok=True)
+        (tmp / "bin").mkdir()
+        for command in cluster.DAPR_COMMANDS:
+            shutil.copy(control_plane / command, tmp / "bin" / command)
+        shutil.copy(stack.DAPRD, tmp / "bin" / "daprd")
+        return tmp, tmp / "Containerfile"
+
+    shop_inputs = [ROOT / name for name in ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml",
+                                            "README.md", "functions")]
+    return [
+        archive("kafka", [KAFKA_IMAGE], fingerprint(IMAGES / "kafka", stack.KAFKA_VERSION), kafka_context),
+        archive("ferretdb", [FERRETDB_IMAGE], fingerprint(IMAGES / "ferretdb", stack.GIN_SQL, str(stack.FERRETDB)),
+                ferretdb_context),
+        archive("dapr", DAPR_IMAGES, fingerprint(IMAGES / "dapr", str(control_plane), str(stack.DAPRD)), dapr_context),
+        archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, IMAGES / "python"), shop_context, machine_ca=True),
+    ]
+
+
+def load(archives: list[Path]) -> None:
+    with step(f"load {len(archives)} images into the node"):
+        for path in archives:
+            cluster.import_image(path)
+
+
+# --- deployment --------------------------------------------------------------------------------
+def kubectl(*args: str, check: bool = True, timeout: float = 600) -> str:
+    if os.environ.get("KUBECONFIG") and not LOCAL:
+        result = subprocess.run([kube.kubectl(), *args], capture_output=True, text=True, timeout=timeout)
+    else:
+        result = cluster.kubectl(*args, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def in_cluster_net(cmd: list[str]) -> list[str]:
+    return cmd if not LOCAL else cluster.in_netns(*cmd)
+
+
+def install_dapr() -> None:
+    if os.environ.get("SHOP_E2E_INSTALL_DAPR") == "0":
+        return
+    chart = kube.module_dir("github.com/dapr/dapr", cluster.DAPR_VERSION) / "charts" / "dapr"
+    with step(f"Dapr {cluster.DAPR_VERSION} control plane: helm install (chart of the dapr module)"):
+        home = CACHE / "helm-home"
+        env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+               "HELM_DATA_HOME": str(home / "data")}
+        if LOCAL:
+            env["KUBECONFIG"] = str(cluster.RUN / "admin.kubeconfig")
+        subprocess.run(in_cluster_net([
+            str(cluster.helm()), "upgrade", "--install", "dapr", str(chart), "--namespace", "dapr-system",
+            "--create-namespace", "--wait", "--timeout", "10m",
+            "--set", "global.registry=ghcr.io/dapr", "--set", f"global.tag={cluster.DAPR_VERSION}",
+            "--set", "global.ha.enabled=false",
+            # The shop's namespace enforces Pod Security "restricted": daprd must drop every capability.
+            "--set", "dapr_sidecar_injector.sidecarDropALLCapabilities=true",
+            # One node, no provisioner: scheduler and placement keep their state in memory.
+            "--set", "dapr_scheduler.cluster.inMemoryStorage=true",
+            "--set", "dapr_placement.cluster.forceInMemoryLog=true",
+        ]), check=True, env=env)
+
+
+def static_volumes() -> None:
+    """A hostPath PersistentVolume bound to each claim of the dev overlay's StatefulSets, in a
+    folder owned by the pod's user (fsGroup does not reach hostPath volumes)."""
+    root = (cluster.RUN if LOCAL else CACHE / "e2e-volumes") / "volumes"
+    for claim, uid in VOLUMES.items():
+        folder = root / claim
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, uid, uid)
+        volume = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"shop-e2e-{claim}", "labels": {"app.kubernetes.io/part-of": "shop-e2e"}},
+            "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                     "claimRef": {"namespace": NAMESPACE, "name": claim},
+                     "hostPath": {"path": str(folder), "type": "Directory"}},
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as manifest:
+            json.dump(volume, manifest)
+        try:
+            kubectl("apply", "-f", manifest.name)
+        finally:
+            os.unlink(manifest.name)
+
+
+def apply_overlay() -> None:
+    with step("kubectl apply -k k8s/overlays/e2e"):
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = kube.prepare_tree(kube.K8S, Path(tmp))
+            kubectl("apply", "-k", str(tree / "overlays" / "e2e"), "--server-side", "--force-conflicts")
+        static_volumes()
+
+
+def pods() -> list[dict]:
+    return json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-o", "json"))["items"]
+
+
+def ready(pod: dict) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return bool(statuses) and all(s.get("ready") for s in statuses)
+
+
+def ready_containers(pod: dict) -> int:
+    return sum(1 for s in pod.get("status", {}).get("containerStatuses") or [] if s.get("ready"))
+
+
+def wait_for_shop(timeout: float = 900) -> None:
+    with step("every pod of the shop Ready, each function with its daprd"):
+        deadline, last = time.monotonic() + timeout, ""
+        while True:
+            current = pods()
+            by_function = {f: [p for p in current if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == f]
+                           for f in FUNCTIONS}
+            sidecars = all(any(c["name"] == "daprd" for c in p["spec"]["containers"])
+                           for f in FUNCTIONS for p in by_function[f])
+            summary = ", ".join(f"{p['metadata']['name']} {ready_containers(p)}/{len(p['spec']['containers'])}"
+                                for p in current)
+            if summary != last:
+                say(f"  {summary}")
+                last = summary
+            if current and all(ready(p) for p in current) and all(by_function.values()) and sidecars:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the shop was not Ready within {timeout:.0f}s")
+            time.sleep(5)
+
+
+def service_urls() -> dict[str, str]:
+    services = json.loads(kubectl("get", "services", "-n", NAMESPACE, "-o", "json"))["items"]
+    urls = {}
+    for service in services:
+        name = service["metadata"]["name"]
+        if name in FUNCTIONS:
+            port = next(p["port"] for p in service["spec"]["ports"] if p.get("name") == "http")
+            urls[name] = f"http://{service['spec']['clusterIP']}:{port}"
+    return urls
+
+
+def journey() -> None:
+    urls = service_urls()
+    with step(f"the customer journey (tests/cluster) through the Services {urls}"):
+        env = {**os.environ, "SHOP_API_URLS": json.dumps(urls)}
+        python = str(ROOT / ".venv" / "bin" / "python")
+        pytest = [python, "-m", "pytest", "tests/cluster", "-q", "-p", "no:cacheprovider"]
+        result = subprocess.run(in_cluster_net(pytest), cwd=ROOT, env=env)
+        if result.returncode != 0:
+            raise RuntimeError("the customer journey failed on the cluster")
+
+
+def report() -> None:
+    """What a failed run needs to be understood: pods, events, logs of the pods not ready."""
+    for args in (("get", "pods", "-A", "-o", "wide"), ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+        print(kubectl(*args, check=False), file=sys.stderr)
+    for namespace in (NAMESPACE, "dapr-system"):
+        try:
+            listed = kubectl("get", "pods", "-n", namespace, "-o", "json", check=False) or "{}"
+            items = json.loads(listed).get("items", [])
+        except json.JSONDecodeError:
+            continue
+        for pod in items:
+            if ready(pod):
+                continue
+            name = pod["metadata"]["name"]
+            print(f"--- {namespace}/{name}: describe", file=sys.stderr)
+            print(kubectl("describe", "pod", "-n", namespace, name, check=False)[-3000:], file=sys.stderr)
+            for container in pod["spec"]["containers"]:
+                print(f"--- {namespace}/{name}/{container['name']}: logs", file=sys.stderr)
+                print(kubectl("logs", "-n", namespace, name, "-c", container["name"], "--tail=60", check=False),
+                      file=sys.stderr)
+
+
+LOCAL = not os.environ.get("KUBECONFIG")
+
+
+def main() -> int:
+    began = time.monotonic()
+    if LOCAL:
+        cluster.provision()
+        cluster.debian_packages({"debootstrap": "debootstrap", "podman": "podman"})
+        archives = images()
+        cluster.up()
+    try:
+        if LOCAL:
+            load(archives)
+        install_dapr()
+        apply_overlay()
+        wait_for_shop()
+        journey()
+    except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        say(f"FAILED: {exc}")
+        report()
+        return 1
+    finally:
+        if LOCAL and os.environ.get("SHOP_E2E_KEEP") != "1":
+            cluster.down()
+    say(f"k8s e2e passed in {time.monotonic() - began:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
