@@ -135,7 +135,7 @@ def dapr_binaries() -> Path:
 
 def coredns() -> Path:
     if not COREDNS.exists():
-        with step(f"coredns v{COREDNS_VERSION}: go build from the Go module proxy (cold: about a minute)"):
+        with step(f"coredns v{COREDNS_VERSION}: go build from the Go module proxy (cold: about two minutes)"):
             stack.go_build(TOOLS / "coredns", COREDNS, "github.com/coredns/coredns", "-ldflags=-s -w",
                            env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
     return COREDNS
