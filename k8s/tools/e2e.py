@@ -182,7 +182,7 @@ def load(archives: list[Path]) -> None:
 
 # --- deployment --------------------------------------------------------------------------------
 def kubectl(*args: str, check: bool = True, timeout: float = 600) -> str:
-    if os.environ.get("KUBECONFIG") and not LOCAL:
+    if not LOCAL:
         result = subprocess.run([kube.kubectl(), *args], capture_output=True, text=True, timeout=timeout)
     else:
         result = cluster.kubectl(*args, timeout=timeout)
@@ -334,10 +334,9 @@ LOCAL = not os.environ.get("KUBECONFIG")
 def main() -> int:
     began = time.monotonic()
     if LOCAL:
-        cluster.provision()
         cluster.debian_packages({"debootstrap": "debootstrap", "podman": "podman"})
         archives = images()
-        cluster.up()
+        cluster.up()  # provisions what is missing first
     try:
         if LOCAL:
             load(archives)
