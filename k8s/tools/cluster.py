@@ -447,7 +447,6 @@ def up() -> None:
     with step(f"node {NODE} in network namespace {NETNS} (node address {NODE_IP})"):
         network_namespace()
         tokens = write_configuration()
-        (RUN / "admin.kubeconfig").unlink(missing_ok=True)
         start("containerd", tokens)
         wait_for("containerd", lambda: (paths()["containerd"] / "containerd.sock").exists(), 60, "containerd")
         pause = image_archive(paths()["images"] / "pause.tar", PAUSE_IMAGE,

@@ -219,9 +219,10 @@ def install_dapr() -> None:
 
 
 def static_volumes() -> None:
-    """A hostPath PersistentVolume bound to each claim of the dev overlay's StatefulSets, in a
-    folder owned by the pod's user (fsGroup does not reach hostPath volumes)."""
-    root = (cluster.RUN if LOCAL else CACHE / "e2e-volumes") / "volumes"
+    """On the local cluster, which has no provisioner: a hostPath PersistentVolume bound to each
+    claim of the dev overlay's StatefulSets, in a folder owned by the pod's user (fsGroup does not
+    reach hostPath volumes). A cluster of yours provisions them with its default StorageClass."""
+    root = cluster.RUN / "volumes"
     for claim, uid in VOLUMES.items():
         folder = root / claim
         folder.mkdir(parents=True, exist_ok=True)
@@ -247,7 +248,8 @@ def apply_overlay() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tree = kube.prepare_tree(kube.K8S, Path(tmp))
             kubectl("apply", "-k", str(tree / "overlays" / "e2e"), "--server-side", "--force-conflicts")
-        static_volumes()
+        if LOCAL:
+            static_volumes()
 
 
 def pods() -> list[dict]:
