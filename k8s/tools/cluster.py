@@ -121,33 +121,33 @@ def node_binaries() -> Path:
     return NODE_BUILD
 
 
+def go_tool(title: str, module: str, target: Path, package: str, stamp: str = "") -> Path:
+    """`package` built with k8s/tools/<module>/go.mod (as it stands: -mod=readonly) into `target`,
+    unless it is there already; `stamp`: the -X flags that give it its version."""
+    if not target.exists():
+        with step(f"{title}: go build from the Go module proxy"):
+            stack.go_build(TOOLS / module, target, package, f"-ldflags=-s -w {stamp}".rstrip(),
+                           env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+    return target
+
+
 def dapr_binaries() -> Path:
     """Dapr's control plane (cold: about three minutes); the sidecars run the local stack's daprd."""
     for command in DAPR_COMMANDS:
-        target = DAPR_BUILD / command
-        if not target.exists():
-            with step(f"dapr {command} {DAPR_VERSION}: go build from the Go module proxy"):
-                stack.go_build(TOOLS / "dapr", target, f"github.com/dapr/dapr/cmd/{command}",
-                               f"-ldflags=-s -w -X github.com/dapr/dapr/pkg/buildinfo.version={DAPR_VERSION}",
-                               env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+        go_tool(f"dapr {command} {DAPR_VERSION}", "dapr", DAPR_BUILD / command, f"github.com/dapr/dapr/cmd/{command}",
+                f"-X github.com/dapr/dapr/pkg/buildinfo.version={DAPR_VERSION}")
     return DAPR_BUILD
 
 
 def coredns() -> Path:
-    if not COREDNS.exists():
-        with step(f"coredns v{COREDNS_VERSION}: go build from the Go module proxy (cold: about two minutes)"):
-            stack.go_build(TOOLS / "coredns", COREDNS, "github.com/coredns/coredns", "-ldflags=-s -w",
-                           env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
-    return COREDNS
+    """Cold: about two minutes."""
+    return go_tool(f"coredns v{COREDNS_VERSION}", "coredns", COREDNS, "github.com/coredns/coredns")
 
 
 def helm() -> Path:
-    if not HELM.exists():
-        with step(f"helm v{HELM_VERSION}: go build from the Go module proxy (cold: about two minutes)"):
-            stack.go_build(TOOLS / "helm", HELM, "helm.sh/helm/v3/cmd/helm",
-                           f"-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}",
-                           env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
-    return HELM
+    """Cold: about two minutes."""
+    return go_tool(f"helm v{HELM_VERSION}", "helm", HELM, "helm.sh/helm/v3/cmd/helm",
+                   f"-X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}")
 
 
 def pause_binary() -> Path:
