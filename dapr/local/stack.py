@@ -439,6 +439,9 @@ def postgres_cmd(data: Path, port: int) -> list[str]:
         # indexes to the `_jsonb -> $1` key parameter (dapr/local/postgres/ferretdb-gin.sql).
         "-c", "plan_cache_mode=force_custom_plan",
         "-c", "max_connections=200",
+        # Counts every statement FerretDB sends, per table: `task bench` reports the database
+        # work per order by collection from it (tests/bench/statements.py).
+        "-c", "shared_preload_libraries=pg_stat_statements",
         "-c", "shared_buffers=128MB",
     ])
 
@@ -472,10 +475,12 @@ def pg_ready(port: int) -> bool:
 
 
 def prepare_postgres(port: int) -> None:
-    """The `ferretdb` database with the GIN-index trigger (ferretdb-gin.sql); idempotent."""
+    """The `ferretdb` database with the GIN-index trigger (ferretdb-gin.sql) and statement
+    statistics; idempotent."""
     if not psql(port, "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").strip():
         psql(port, "CREATE DATABASE ferretdb")
     psql(port, GIN_SQL, database="ferretdb")
+    psql(port, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database="ferretdb")
 
 
 def ferretdb_cmd(listen_port: int, pg_port: int) -> list[str]:

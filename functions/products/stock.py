@@ -193,8 +193,8 @@ async def return_stray_holds() -> int:
     """Give back every hold whose order holds nothing (its reservation is in `HOLDS_NOTHING`):
     units a stale delivery took after its order was decided, paid or cancelled (a redelivery
     racing on another replica, a process paused mid-handler). Returns the units given back.
-    Holds of orders still reserving or reserved are left alone; a hold under a digest key (an
-    order id unfit for a field name) cannot be traced back and is only logged."""
+    Holds of orders still reserving or reserved are left alone; a hold naming no known order is
+    only logged."""
     returned = 0
     async for product in Product.find({"holds": {"$ne": {}}}):
         for key, units in product.holds.items():

@@ -32,8 +32,9 @@ def test_base_image_and_install():
 
 def test_the_lock_pins_every_dependency_with_its_hashes():
     lock = (ROOT / "requirements.lock").read_text()
+    # name==version, maybe an environment marker (`uvloop==0.23.0 ; sys_platform != "win32"`), then `\`
     pinned = {name.lower().replace("_", "-"): version
-              for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.M)}
+              for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)(?: ;[^\\\n]*)? \\$", lock, re.M)}
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for requirement in declared:
         name = re.match(r"[A-Za-z0-9_.-]+", requirement)[0].lower().replace("_", "-")
