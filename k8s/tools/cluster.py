@@ -515,15 +515,8 @@ def down() -> None:
         root = Path("/sys/fs/cgroup") / controller / "kubepods"
         if root.exists():
             _kill(_pids_under(root))
-    sock = str(paths()["containerd"] / "containerd.sock")
-    shims = set()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(sock.encode() in part or str(RUN).encode() in part for part in cmdline):
-            shims.add(int(proc.name))
+    # The shims name this containerd's socket, which lies under RUN, as does every path of ours.
+    shims = {pid for pid, words in stack.command_lines() if any(str(RUN) in word for word in words)}
     shims.discard(os.getpid())
     _kill(shims)
     _signal_processes(signal.SIGKILL)

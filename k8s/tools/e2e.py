@@ -256,13 +256,17 @@ def pods() -> list[dict]:
     return json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-o", "json"))["items"]
 
 
-def ready(pod: dict) -> bool:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return bool(statuses) and all(s.get("ready") for s in statuses)
+def container_statuses(pod: dict) -> list[dict]:
+    return pod.get("status", {}).get("containerStatuses") or []
 
 
 def ready_containers(pod: dict) -> int:
-    return sum(1 for s in pod.get("status", {}).get("containerStatuses") or [] if s.get("ready"))
+    return sum(1 for s in container_statuses(pod) if s.get("ready"))
+
+
+def ready(pod: dict) -> bool:
+    statuses = container_statuses(pod)
+    return bool(statuses) and ready_containers(pod) == len(statuses)
 
 
 def wait_for_shop(timeout: float = 900) -> None:

@@ -66,7 +66,8 @@ KEDA_VERSION = "2.21.0"
 
 
 def source_stamp(module_dir: Path, names: tuple[str, ...] = ("go.mod", "go.sum", "main.go")) -> str:
-    """A short hash of a tool's go.mod, go.sum and main.go: an edit means a new cached build."""
+    """A short hash of a tool's `names` (go.mod, go.sum and its main.go, unless told): an edit
+    means a new cached build."""
     digest = hashlib.sha256()
     for name in names:
         digest.update((module_dir / name).read_bytes())
@@ -85,7 +86,8 @@ def go_build(module_dir: Path, target: Path, version: str, package: str = ".") -
     started = time.monotonic()
     stamp = f"-X k8s.io/component-base/version.gitVersion=v{version}"
     stamp += f" -X k8s.io/client-go/pkg/version.gitVersion=v{version}"
-    stack.go_build(module_dir, target, package, "-ldflags=-s -w " + stamp, env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+    stack.go_build(module_dir, target, package, "-ldflags=-s -w " + stamp,
+                   env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
     say(f"built {target} in {time.monotonic() - started:.0f}s")
 
 

@@ -27,7 +27,6 @@ import os
 import sys
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -216,7 +215,7 @@ def run_phase(preloaded: int, args: argparse.Namespace, product_ids: list[str], 
     processes = {**processes, **stack_processes()}
     phase = Phase(preloaded, args.orders, args.concurrency)
     if OWN_DATABASE:
-        phase.statements, phase.transactions = statements.counts()
+        phase.statements, phase.transactions = statements.counts(DB_PREFIX)
     first, last = min(c.posted_at for c in customers), max(c.emailed_at for c in customers)
     phase.seconds = last - first
     phase.orders_per_second = args.orders / phase.seconds
@@ -247,11 +246,8 @@ def report(phases: list[Phase], floor: dict | None) -> None:
         print(f"| {name} | " + " | ".join(
             f"{ph.cpu_seconds.get(name, 0) / ph.orders * 1000:.0f} ({ph.peak_mib.get(name, 0):.0f})" for ph in phases) + " |")
     print("| total | " + " | ".join(f"{sum(ph.cpu_seconds.values()) / ph.orders * 1000:.0f}" for ph in phases) + " |")
-    statements.report([
-        (f"K = {ph.preloaded:,}", ph.orders, {name: Counter(kinds) for name, kinds in ph.statements.items()},
-         ph.transactions)
-        for ph in phases if ph.statements
-    ])
+    statements.report([(f"K = {ph.preloaded:,}", ph.orders, ph.statements, ph.transactions)
+                       for ph in phases if ph.statements])
     for ph in phases:
         print(f"\nK = {ph.preloaded:,}: " + ", ".join(f"{k}: {v}" for k, v in ph.violations.items()))
     if floor:

@@ -23,9 +23,9 @@ def reset() -> None:
     stack.psql(stack.PG_PORT, "SELECT pg_stat_statements_reset()", database="ferretdb")
 
 
-def counts() -> tuple[dict[str, Counter], int]:
+def counts(db_prefix: str) -> tuple[dict[str, Counter], int]:
     """Statements since `reset`: {"<function>.<collection>": Counter(kind -> calls)}, and the
-    number of transactions (FerretDB's BEGINs)."""
+    number of transactions (FerretDB's BEGINs). The shop's databases are `<db_prefix>_<function>`."""
     rows = stack.psql(
         stack.PG_PORT,
         "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
@@ -42,13 +42,13 @@ def counts() -> tuple[dict[str, Counter], int]:
             kind, schema, table = match.group(1).lower(), match.group(2), match.group(3)
             if table.startswith("_ferretdb"):
                 continue  # FerretDB's own catalogue
-            name = f"{schema.removeprefix('shop_')}.{table}"
+            name = f"{schema.removeprefix(f'{db_prefix}_')}.{table}"
             by_collection.setdefault(name, Counter())[kind] += int(calls)
     return by_collection, transactions
 
 
-def report(phases: list[tuple[str, int, dict[str, Counter], int]]) -> None:
-    """One table per phase: (label, orders, counts, transactions)."""
+def report(phases: list[tuple[str, int, dict[str, dict[str, int]], int]]) -> None:
+    """One table per phase: (label, orders, calls by collection and kind, transactions)."""
     for label, orders, by_collection, transactions in phases:
         print(f"\nDatabase statements per order, {label} (FerretDB → PostgreSQL; an update is a SELECT"
               " and an UPDATE)\n")
@@ -57,7 +57,7 @@ def report(phases: list[tuple[str, int, dict[str, Counter], int]]) -> None:
         for name, kinds in busiest:
             if sum(kinds.values()) / orders < 0.05:
                 continue  # the watcher's and the sweeps' odd statement
-            print(f"| {name} | " + " | ".join(f"{kinds[k] / orders:.2f}" for k in KINDS) + " |")
+            print(f"| {name} | " + " | ".join(f"{kinds.get(k, 0) / orders:.2f}" for k in KINDS) + " |")
         total = Counter()
         for kinds in by_collection.values():
             total.update(kinds)

@@ -8,8 +8,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "k8s" / "tools"))
 import cluster  # noqa: E402
+import e2e  # noqa: E402
 
 
 def test_an_image_archive_is_what_ctr_import_reads(tmp_path):
@@ -40,3 +43,16 @@ def test_down_removes_only_the_pod_namespaces_its_containerd_made(tmp_path, monk
     assert cluster._pod_network_namespaces() == set(ours)
     meta.unlink()
     assert cluster._pod_network_namespaces() == set()
+
+
+def test_the_e2e_overlay_runs_the_images_e2e_builds():
+    """k8s/overlays/e2e names the Kafka and FerretDB images by tag; e2e.py tags what it builds
+    from the local stack's versions: a version bump on one side only would leave a pod unable to
+    find its image."""
+    overlay = cluster.kube.K8S / "overlays" / "e2e"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    [kafka] = [i for i in kustomization["images"] if i["name"] == "apache/kafka"]
+    assert f"{kafka['newName']}:{kafka['newTag']}" == e2e.KAFKA_IMAGE
+    database = yaml.safe_load((overlay / "database.yaml").read_text())
+    [container] = database["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == e2e.FERRETDB_IMAGE
