@@ -64,6 +64,8 @@ DAPR_COMMANDS = ("operator", "injector", "sentry", "placement", "scheduler")
 HELM_VERSION = kube.go_require(TOOLS / "helm" / "go.mod", "helm.sh/helm/v3")
 COREDNS_VERSION = kube.go_require(TOOLS / "coredns" / "go.mod", "github.com/coredns/coredns")
 COREDNS = CACHE / f"coredns-v{COREDNS_VERSION}-{kube.source_stamp(TOOLS / 'coredns', ('go.mod', 'go.sum'))}" / "coredns"
+KEDA_VERSION = kube.KEDA_VERSION
+KEDA = CACHE / f"keda-v{KEDA_VERSION}-{kube.source_stamp(TOOLS / 'keda', ('go.mod', 'go.sum'))}" / "keda"
 HELM = CACHE / f"helm-v{HELM_VERSION}-{kube.source_stamp(TOOLS / 'helm', ('go.mod', 'go.sum'))}" / "helm"
 # Started in this order, stopped in the reverse one.
 PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy")
@@ -121,13 +123,13 @@ def node_binaries() -> Path:
     return NODE_BUILD
 
 
-def go_tool(title: str, module: str, target: Path, package: str, stamp: str = "") -> Path:
+def go_tool(title: str, module: str, target: Path, package: str, stamp: str = "", cgo: bool = True) -> Path:
     """`package` built with k8s/tools/<module>/go.mod (as it stands: -mod=readonly) into `target`,
     unless it is there already; `stamp`: the -X flags that give it its version."""
     if not target.exists():
         with step(f"{title}: go build from the Go module proxy"):
             stack.go_build(TOOLS / module, target, package, f"-ldflags=-s -w {stamp}".rstrip(),
-                           env={"GOFLAGS": "-mod=readonly -buildvcs=false"})
+                           env={"GOFLAGS": "-mod=readonly -buildvcs=false", **({} if cgo else {"CGO_ENABLED": "0"})})
     return target
 
 
@@ -148,6 +150,13 @@ def helm() -> Path:
     """Cold: about two minutes."""
     return go_tool(f"helm v{HELM_VERSION}", "helm", HELM, "helm.sh/helm/v3/cmd/helm",
                    f"-X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}")
+
+
+def keda() -> Path:
+    """KEDA's operator, static as KEDA builds it (cold: about eight minutes, for the SDKs of every
+    scaler it links)."""
+    return go_tool(f"keda operator v{KEDA_VERSION}", "keda", KEDA, "github.com/kedacore/keda/v2/cmd/operator",
+                   f"-X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION}", cgo=False)
 
 
 def pause_binary() -> Path:
@@ -198,6 +207,7 @@ def provision() -> None:
     coredns()
     dapr_binaries()
     helm()
+    keda()
     stack.provision_daprd()
 
 

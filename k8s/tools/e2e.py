@@ -10,12 +10,16 @@ own from the Dockerfile) with podman and loads them into the node. On a cluster 
 images must already be there (`kind load docker-image the-shop:dev`, ...), and Dapr too if
 `helm` is not wanted (SHOP_E2E_INSTALL_DAPR=0).
 
-Then: the Dapr control plane with Helm (the chart inside the dapr module), the e2e overlay
-(k8s/overlays/e2e: the dev overlay with images that can be built here and FerretDB on
-PostgreSQL for MongoDB), static volumes for Kafka's and the database's claims, every pod Ready
-with its daprd, and the customer journey (tests/cluster) through the functions' Services. Each
-step prints its time; on failure, the pods, the events and the logs of every pod not ready.
-SHOP_E2E_KEEP=1 leaves the local cluster running afterwards (`cluster.py down` stops it).
+Then: the Dapr control plane with Helm (the chart inside the dapr module), KEDA's operator
+(KEDA's own manifests from the keda module; SHOP_E2E_INSTALL_KEDA=0 where it is installed
+already), the e2e overlay (k8s/overlays/e2e: the dev overlay with images that can be built here
+and FerretDB on PostgreSQL for MongoDB), static volumes for Kafka's and the database's claims,
+every pod Ready with its daprd, and the customer journey (tests/cluster) through the functions'
+Services. Last, serverless scaling: k8s/overlays/e2e-scaling hands notifications to KEDA, which
+must take it to zero replicas, wake it for a burst of registrations (every welcome e-mail sent)
+and take it back to zero. Each step prints its time; on failure, the pods, the events and the
+logs of every pod not ready. SHOP_E2E_KEEP=1 leaves the local cluster running afterwards
+(`cluster.py down` stops it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +43,7 @@ from cluster import CACHE, say, step  # noqa: E402
 
 ROOT = kube.ROOT
 IMAGES = kube.K8S / "images"
-OVERLAY = kube.K8S / "overlays" / "e2e"
+SCALING_OVERLAY = "e2e-scaling"
 NAMESPACE = "shop"
 FUNCTIONS = ("users", "products", "cart", "payments", "notifications")
 PODMAN_ROOT = CACHE / "podman"
@@ -49,6 +54,7 @@ SHOP_IMAGE = "docker.io/library/the-shop:dev"
 KAFKA_IMAGE = f"localhost/shop-kafka:{stack.KAFKA_VERSION}"
 FERRETDB_IMAGE = f"localhost/shop-ferretdb:{stack.FERRETDB_VERSION}"
 DAPR_IMAGES = [f"ghcr.io/dapr/{name}:{cluster.DAPR_VERSION}" for name in (*cluster.DAPR_COMMANDS, "daprd")]
+KEDA_IMAGE = f"ghcr.io/kedacore/keda:{cluster.KEDA_VERSION}"
 # The claims of the dev overlay's StatefulSets, and the user each one's pod runs as.
 VOLUMES = {"data-kafka-0": 1000, "data-mongodb-0": 999}
 
@@ -137,6 +143,7 @@ def images() -> list[Path]:
     stack.provision_ferretdb()
     stack.provision_daprd()
     control_plane = cluster.dapr_binaries()
+    keda = cluster.keda()
 
     def shop_context(tmp: Path):
         if not has_image(PYTHON_IMAGE):
@@ -163,6 +170,11 @@ def images() -> list[Path]:
         shutil.copy(stack.DAPRD, tmp / "bin" / "daprd")
         return tmp, tmp / "Containerfile"
 
+    def keda_context(tmp: Path):
+        shutil.copytree(IMAGES / "keda", tmp, dirs_exist_ok=True)
+        shutil.copy(keda, tmp / "keda")
+        return tmp, tmp / "Containerfile"
+
     shop_inputs = [ROOT / name for name in ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml",
                                             "README.md", "functions")]
     return [
@@ -170,6 +182,7 @@ def images() -> list[Path]:
         archive("ferretdb", [FERRETDB_IMAGE], fingerprint(IMAGES / "ferretdb", stack.GIN_SQL, str(stack.FERRETDB)),
                 ferretdb_context),
         archive("dapr", DAPR_IMAGES, fingerprint(IMAGES / "dapr", str(control_plane), str(stack.DAPRD)), dapr_context),
+        archive("keda", [KEDA_IMAGE], fingerprint(IMAGES / "keda", str(keda)), keda_context),
         archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, IMAGES / "python"), shop_context, machine_ca=True),
     ]
 
@@ -218,6 +231,38 @@ def install_dapr() -> None:
         ]), check=True, env=env)
 
 
+def keda_install(folder: Path) -> Path:
+    """The kustomization that installs KEDA's operator as KEDA's own manifests do (the module's
+    config/: CRDs, namespace, RBAC, operator), written in `folder`. Not KEDA's metrics adapter: the
+    operator alone takes a workload from zero to one replica and back, which is what the check
+    needs (beyond one, the HPA that KEDA creates reads its metrics through the adapter). Nor its
+    admission webhooks, so the operator is told not to patch their certificates."""
+    config = kube.module_dir("github.com/kedacore/keda/v2", cluster.KEDA_VERSION) / "config"
+    shutil.copytree(config, folder / "config")  # beside ours: kustomize takes no absolute path
+    container = "/spec/template/spec/containers/0"
+    install = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [f"../config/{part}" for part in ("crd", "general", "rbac", "manager", "service_account")],
+        "images": [{"name": KEDA_IMAGE.rsplit(":", 1)[0], "newTag": cluster.KEDA_VERSION}],
+        "patches": [{"target": {"kind": "Deployment", "name": "keda-operator"}, "patch": json.dumps([
+            {"op": "replace", "path": f"{container}/imagePullPolicy", "value": "IfNotPresent"},
+            {"op": "add", "path": f"{container}/args/-", "value": "--enable-webhook-patching=false"},
+            {"op": "add", "path": f"{container}/args/-", "value": "--enable-apiservice-patching=false"},
+        ])}],
+    }
+    (folder / "install").mkdir()
+    (folder / "install" / "kustomization.yaml").write_text(json.dumps(install))
+    return folder / "install"
+
+
+def install_keda() -> None:
+    if os.environ.get("SHOP_E2E_INSTALL_KEDA") == "0":
+        return
+    with step(f"KEDA {cluster.KEDA_VERSION} operator: kubectl apply -k (the keda module's config)"):
+        with tempfile.TemporaryDirectory() as tmp:
+            kubectl("apply", "-k", str(keda_install(Path(tmp))), "--server-side", "--force-conflicts")
+
+
 def static_volumes() -> None:
     """On the local cluster, which has no provisioner: a hostPath PersistentVolume bound to each
     claim of the dev overlay's StatefulSets, in a folder owned by the pod's user (fsGroup does not
@@ -243,12 +288,12 @@ def static_volumes() -> None:
             os.unlink(manifest.name)
 
 
-def apply_overlay() -> None:
-    with step("kubectl apply -k k8s/overlays/e2e"):
+def apply_overlay(name: str = "e2e") -> None:
+    with step(f"kubectl apply -k k8s/overlays/{name}"):
         with tempfile.TemporaryDirectory() as tmp:
             tree = kube.prepare_tree(kube.K8S, Path(tmp))
-            kubectl("apply", "-k", str(tree / "overlays" / "e2e"), "--server-side", "--force-conflicts")
-        if LOCAL:
+            kubectl("apply", "-k", str(tree / "overlays" / name), "--server-side", "--force-conflicts")
+        if LOCAL and name == "e2e":
             static_volumes()
 
 
@@ -301,22 +346,86 @@ def service_urls() -> dict[str, str]:
     return urls
 
 
+def cluster_tests(test_file: str, what: str, **env: str) -> None:
+    """tests/cluster/<test_file>, from inside the cluster's network, told where each Service answers."""
+    env = {**os.environ, "SHOP_API_URLS": json.dumps(service_urls()), **env}
+    python = str(ROOT / ".venv" / "bin" / "python")
+    pytest = [python, "-m", "pytest", f"tests/cluster/{test_file}", "-q", "-p", "no:cacheprovider"]
+    if subprocess.run(in_cluster_net(pytest), cwd=ROOT, env=env).returncode != 0:
+        raise RuntimeError(f"{what} failed on the cluster")
+
+
 def journey() -> None:
-    urls = service_urls()
-    with step(f"the customer journey (tests/cluster) through the Services {urls}"):
-        env = {**os.environ, "SHOP_API_URLS": json.dumps(urls)}
-        python = str(ROOT / ".venv" / "bin" / "python")
-        pytest = [python, "-m", "pytest", "tests/cluster", "-q", "-p", "no:cacheprovider"]
-        result = subprocess.run(in_cluster_net(pytest), cwd=ROOT, env=env)
-        if result.returncode != 0:
-            raise RuntimeError("the customer journey failed on the cluster")
+    with step(f"the customer journey (tests/cluster) through the Services {service_urls()}"):
+        cluster_tests("test_journey.py", "the customer journey")
+
+
+# --- serverless scaling --------------------------------------------------------------------------
+def notifications_scale() -> tuple[int, int, int]:
+    """(replicas KEDA asked for, replicas ready, notifications pods present: terminating or not)."""
+    deployment = json.loads(kubectl("get", "deployment", "notifications", "-n", NAMESPACE, "-o", "json"))
+    present = [p for p in pods() if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "notifications"]
+    return deployment["spec"].get("replicas", 1), deployment.get("status", {}).get("readyReplicas", 0), len(present)
+
+
+def wait_for_zero(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while notifications_scale() != (0, 0, 0):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"KEDA did not scale notifications to zero within {timeout:.0f}s "
+                               f"(replicas, ready, pods): {notifications_scale()}")
+        time.sleep(2)
+
+
+class ScaleWatch(threading.Thread):
+    """Notes when notifications first has a ready replica, and the most it had, while a burst runs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.began, self.first_ready, self.most_ready = time.monotonic(), None, 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(1):
+            try:
+                _, ready_now, _ = notifications_scale()
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+                continue  # one failed look; the next one counts
+            if ready_now and self.first_ready is None:
+                self.first_ready = time.monotonic() - self.began
+            self.most_ready = max(self.most_ready, ready_now)
+
+
+def serverless_scaling() -> None:
+    """notifications handed to KEDA: to zero when idle, woken by its topics' lag, back to zero."""
+    if os.environ.get("SHOP_E2E_INSTALL_KEDA") != "0":  # else the cluster's own KEDA, wherever it runs
+        with step("KEDA's operator Ready"):
+            kubectl("rollout", "status", "deployment/keda-operator", "-n", "keda", "--timeout=300s")
+    apply_overlay(SCALING_OVERLAY)
+    with step("KEDA scales notifications to zero (no lag on its topics)"):
+        wait_for_zero(300)
+    watch = ScaleWatch()
+    watch.start()
+    try:
+        with step("a burst of registrations while notifications has no replica: every welcome e-mail sent"):
+            cluster_tests("test_scale_from_zero.py", "the burst on notifications scaled to zero",
+                          SHOP_SCALED_TO_ZERO="1")
+    finally:
+        watch.stopping.set()
+        watch.join()
+    if watch.first_ready is None:
+        raise RuntimeError("the e-mails were sent, yet no notifications replica was seen ready")
+    say(f"  first notifications replica ready {watch.first_ready:.0f}s after the burst began; "
+        f"at most {watch.most_ready} ready")
+    with step("KEDA scales notifications back to zero (cooldown 30 s)"):
+        wait_for_zero(300)
 
 
 def report() -> None:
     """What a failed run needs to be understood: pods, events, logs of the pods not ready."""
     for args in (("get", "pods", "-A", "-o", "wide"), ("get", "events", "-A", "--sort-by=.lastTimestamp")):
         print(kubectl(*args, check=False), file=sys.stderr)
-    for namespace in (NAMESPACE, "dapr-system"):
+    for namespace in (NAMESPACE, "dapr-system", "keda"):
         try:
             listed = kubectl("get", "pods", "-n", namespace, "-o", "json", check=False) or "{}"
             items = json.loads(listed).get("items", [])
@@ -332,6 +441,11 @@ def report() -> None:
                 print(f"--- {namespace}/{name}/{container['name']}: logs", file=sys.stderr)
                 print(kubectl("logs", "-n", namespace, name, "-c", container["name"], "--tail=60", check=False),
                       file=sys.stderr)
+    # Scaling is decided by KEDA's operator, ready or not: what it saw, and what it said.
+    for args in (("describe", "scaledobject", "-n", NAMESPACE), ("get", "hpa", "-n", NAMESPACE),
+                 ("logs", "-n", "keda", "deployment/keda-operator", "--tail=60")):
+        print(f"--- kubectl {' '.join(args)}", file=sys.stderr)
+        print(kubectl(*args, check=False), file=sys.stderr)
 
 
 LOCAL = not os.environ.get("KUBECONFIG")
@@ -347,9 +461,11 @@ def main() -> int:
         if LOCAL:
             load(archives)
         install_dapr()
+        install_keda()
         apply_overlay()
         wait_for_shop()
         journey()
+        serverless_scaling()
     except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         say(f"FAILED: {exc}")
         report()

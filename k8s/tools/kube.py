@@ -61,8 +61,9 @@ def go_require(go_mod: Path, module: str) -> str:
 KUBECTL_VERSION = "1." + go_require(TOOLS / "kubectl" / "go.mod", "k8s.io/kubectl").split(".", 1)[1]
 KUBERNETES_VERSION = go_require(TOOLS / "apiserver" / "go.mod", "k8s.io/kubernetes")
 DAPR_VERSION = go_require(ROOT / "dapr" / "local" / "build" / "daprd" / "go.mod", "github.com/dapr/dapr")
-# The KEDA whose CRDs prod's ScaledObjects are checked against (the module's config/crd/bases).
-KEDA_VERSION = "2.21.0"
+# The KEDA whose CRDs the ScaledObjects are checked against (the module's config/crd/bases), and
+# whose operator the local cluster runs (k8s/tools/keda/go.mod).
+KEDA_VERSION = go_require(TOOLS / "keda" / "go.mod", "github.com/kedacore/keda/v2")
 
 
 def source_stamp(module_dir: Path, names: tuple[str, ...] = ("go.mod", "go.sum", "main.go")) -> str:

@@ -53,6 +53,18 @@ CASES = {
         "          - path: /api/facture\n            pathType: Prefix\n            backend:\n              service: {name: cart",
         "test_parity.py::test_every_api_route_is_reachable_through_the_ingress",
     ),
+    "a function scaled to zero not woken by one of its dead-letter topics": (
+        "overlays/e2e-scaling/scaling.yaml",
+        "topic: dlq_notifications_email_verified,",
+        "topic: email_verified,",
+        "test_parity.py::test_kafka_triggers_read_the_lag_as_dapr_consumes",
+    ),
+    "broker advertised by a name other namespaces cannot resolve": (
+        "overlays/dev/kafka.yaml",
+        "PLAINTEXT://kafka.$(POD_NAMESPACE).svc:9092",
+        "PLAINTEXT://kafka:9092",
+        "test_parity.py::test_keda_reaches_the_broker_whose_lag_it_reads",
+    ),
     "overlay names a missing file": (
         "overlays/dev/kustomization.yaml",
         "  - kafka.yaml\n",

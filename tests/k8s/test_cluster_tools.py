@@ -56,3 +56,17 @@ def test_the_e2e_overlay_runs_the_images_e2e_builds():
     database = yaml.safe_load((overlay / "database.yaml").read_text())
     [container] = database["spec"]["template"]["spec"]["containers"]
     assert container["image"] == e2e.FERRETDB_IMAGE
+
+
+def test_keda_is_installed_with_the_operator_image_e2e_builds(tmp_path):
+    """KEDA's own manifests (the keda module's config/) run the operator image that e2e.py builds
+    and loads into the node, never pulled (the node reaches no registry)."""
+    rendered = cluster.kube.render(cluster.kube.kubectl(), e2e.keda_install(tmp_path))
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    [operator] = [d for d in docs if d["kind"] == "Deployment"]
+    [container] = operator["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == e2e.KEDA_IMAGE
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert "--enable-apiservice-patching=false" in container["args"]
+    crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert {"scaledobjects.keda.sh", "triggerauthentications.keda.sh"} <= crds

@@ -237,6 +237,43 @@ def test_prod_scales_every_function_on_its_own_work(docs, overlay):
         assert any(t["type"] == "cpu" for t in scaled["spec"]["triggers"]), name
 
 
+def test_kafka_triggers_read_the_lag_as_dapr_consumes(docs):
+    """KEDA's Kafka scaler counts lag as the function's Dapr consumers will read it: the same group
+    (the app id), the same protocol version as Dapr's component (Kafka 4 refuses sarama's default),
+    and a partition the group never committed on counts from its oldest event, because Dapr's
+    consumers start there (initialOffset "oldest"). A function KEDA may take to zero names every
+    topic it consumes, dead letters included: a trigger without a topic only sees the topics the
+    group has committed on, so the first event on another would wake nothing."""
+    pubsub = {k: v["value"] for k, v in metadata_items(one(docs, "Component", "pubsub")).items() if "value" in v}
+    reset = {"oldest": "earliest", "newest": "latest"}[pubsub["initialOffset"]]
+    by_deployment = {d["metadata"]["name"]: app_id(d) for d in functions(docs)}
+    for scaled in find(docs, "ScaledObject"):
+        name = by_deployment[scaled["spec"]["scaleTargetRef"]["name"]]
+        kafka = [t["metadata"] for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
+        for trigger in kafka:
+            assert trigger["consumerGroup"] == name
+            assert trigger.get("version") == pubsub["version"], name
+            assert trigger.get("offsetResetPolicy") == reset, name
+        if scaled["spec"].get("minReplicaCount", 1) == 0:
+            topics = {s["topic"] for s in subscriptions(name)}
+            assert topics and sorted(t.get("topic") for t in kafka) == sorted(topics), name
+            assert not [t for t in scaled["spec"]["triggers"] if t["type"] != "kafka"], f"{name}: only lag wakes it"
+
+
+def test_keda_reaches_the_broker_whose_lag_it_reads(rendered_text):
+    """e2e-scaling's triggers name the overlay's own Kafka Service, and the broker advertises a
+    name that resolves from KEDA's namespace too (the bare Service name would not)."""
+    docs = [d for d in yaml.safe_load_all(rendered_text["e2e-scaling"]) if d]
+    named = [t["metadata"] for d in find(docs, "ScaledObject") for t in d["spec"]["triggers"] if t["type"] == "kafka"]
+    assert named
+    kafka = one(docs, "Service", "kafka")
+    address = f"kafka.{kafka['metadata']['namespace']}.svc:{kafka['spec']['ports'][0]['port']}"
+    assert {t["bootstrapServers"] for t in named} == {address}
+    env = {e["name"]: e for e in one(docs, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["KAFKA_ADVERTISED_LISTENERS"]["value"] == "PLAINTEXT://kafka.$(POD_NAMESPACE).svc:9092"
+
+
 # --- configuration and resiliency ---------------------------------------------------------------
 def test_configuration_matches_the_local_one(docs):
     mine = local("dapr/config.yaml")
