@@ -346,9 +346,9 @@ def service_urls() -> dict[str, str]:
     return urls
 
 
-def cluster_tests(test_file: str, what: str, **env: str) -> None:
+def cluster_tests(test_file: str, what: str, urls: dict[str, str], **env: str) -> None:
     """tests/cluster/<test_file>, from inside the cluster's network, told where each Service answers."""
-    env = {**os.environ, "SHOP_API_URLS": json.dumps(service_urls()), **env}
+    env = {**os.environ, "SHOP_API_URLS": json.dumps(urls), **env}
     python = str(ROOT / ".venv" / "bin" / "python")
     pytest = [python, "-m", "pytest", f"tests/cluster/{test_file}", "-q", "-p", "no:cacheprovider"]
     if subprocess.run(in_cluster_net(pytest), cwd=ROOT, env=env).returncode != 0:
@@ -356,8 +356,9 @@ def cluster_tests(test_file: str, what: str, **env: str) -> None:
 
 
 def journey() -> None:
-    with step(f"the customer journey (tests/cluster) through the Services {service_urls()}"):
-        cluster_tests("test_journey.py", "the customer journey")
+    urls = service_urls()
+    with step(f"the customer journey (tests/cluster) through the Services {urls}"):
+        cluster_tests("test_journey.py", "the customer journey", urls)
 
 
 # --- serverless scaling --------------------------------------------------------------------------
@@ -408,7 +409,7 @@ def serverless_scaling() -> None:
     watch.start()
     try:
         with step("a burst of registrations while notifications has no replica: every welcome e-mail sent"):
-            cluster_tests("test_scale_from_zero.py", "the burst on notifications scaled to zero",
+            cluster_tests("test_scale_from_zero.py", "the burst on notifications scaled to zero", service_urls(),
                           SHOP_SCALED_TO_ZERO="1")
     finally:
         watch.stopping.set()
