@@ -214,12 +214,11 @@ def test_topics_have_a_partition_for_every_replica(rendered_text):
         assert max(replicas) <= local_partitions(), f"{overlay}: {max(replicas)} replicas, fewer partitions"
 
 
+@pytest.mark.overlays("prod")  # dev runs one replica of each function
 def test_prod_scales_every_function_on_its_own_work(docs, overlay):
     """KEDA owns every function's replica count in prod (no fixed count an apply would reset);
     a function that consumes topics scales on its own consumer group's lag (Dapr's group is its
     app id: components/pubsub.yaml's consumerGroup "{appID}")."""
-    if overlay != "prod":
-        pytest.skip("dev runs one replica of each function")
     group = metadata_items(one(docs, "Component", "pubsub"))["consumerGroup"]["value"]
     assert group == "{appID}"
     for deployment in functions(docs):

@@ -191,9 +191,8 @@ def test_a_sidecar_is_open_to_the_other_functions_sidecars_only(docs):
             assert not admitted(docs, deployment, api_port, function, SHOP_NAMESPACE), (name, api_port)
 
 
+@pytest.mark.overlays(exclude=("prod",))  # prod runs no Kafka or MongoDB of its own
 def test_the_dev_broker_and_database_take_the_functions_only(docs, overlay):
-    if overlay == "prod":
-        pytest.skip("prod runs no Kafka or MongoDB of its own")
     function = {"app.kubernetes.io/component": "function", "app.kubernetes.io/name": "cart"}
     for name, port in (("kafka", 9092), ("mongodb", 27017)):
         [workload] = [w for w in workloads(docs) if w["metadata"]["name"] == name]
@@ -215,9 +214,8 @@ def test_the_namespace_enforces_the_restricted_pod_security_standard(docs):
                 assert container["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", workload["metadata"]["name"]
 
 
+@pytest.mark.overlays("prod")  # dev runs one replica of each function
 def test_prod_keeps_every_function_up_through_a_drain_and_spreads_its_replicas(docs, overlay):
-    if overlay != "prod":
-        pytest.skip("dev runs one replica of each function")
     budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     for deployment in functions(docs):
         name = deployment["metadata"]["name"]
@@ -233,11 +231,10 @@ def test_prod_keeps_every_function_up_through_a_drain_and_spreads_its_replicas(d
             assert "app.kubernetes.io/name" in constraint["matchLabelKeys"], name
 
 
+@pytest.mark.overlays("prod")  # dev is reached by port-forward
 def test_prod_serves_its_public_host_over_tls_only(docs, overlay):
     """The Ingress answers for the host the e-mails' links name (public-url), with a certificate
     for it, and sends plain HTTP there."""
-    if overlay != "prod":
-        pytest.skip("dev is reached by port-forward")
     ingress = one(docs, "Ingress", "shop")
     settings = next(c for c in docs if c["kind"] == "ConfigMap" and c["metadata"]["name"].startswith("shop-settings"))
     public = urlsplit(settings["data"]["public-url"])
