@@ -301,6 +301,10 @@ def pods() -> list[dict]:
     return json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-o", "json"))["items"]
 
 
+def function_of(pod: dict) -> str | None:
+    return pod["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+
+
 def container_statuses(pod: dict) -> list[dict]:
     return pod.get("status", {}).get("containerStatuses") or []
 
@@ -319,8 +323,7 @@ def wait_for_shop(timeout: float = 900) -> None:
         deadline, last = time.monotonic() + timeout, ""
         while True:
             current = pods()
-            by_function = {f: [p for p in current if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == f]
-                           for f in FUNCTIONS}
+            by_function = {f: [p for p in current if function_of(p) == f] for f in FUNCTIONS}
             sidecars = all(any(c["name"] == "daprd" for c in p["spec"]["containers"])
                            for f in FUNCTIONS for p in by_function[f])
             summary = ", ".join(f"{p['metadata']['name']} {ready_containers(p)}/{len(p['spec']['containers'])}"
@@ -365,7 +368,7 @@ def journey() -> None:
 def notifications_scale() -> tuple[int, int, int]:
     """(replicas KEDA asked for, replicas ready, notifications pods present: terminating or not)."""
     deployment = json.loads(kubectl("get", "deployment", "notifications", "-n", NAMESPACE, "-o", "json"))
-    present = [p for p in pods() if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "notifications"]
+    present = [p for p in pods() if function_of(p) == "notifications"]
     return deployment["spec"].get("replicas", 1), deployment.get("status", {}).get("readyReplicas", 0), len(present)
 
 
