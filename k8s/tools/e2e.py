@@ -374,10 +374,10 @@ def notifications_scale() -> tuple[int, int, int]:
 
 def wait_for_zero(timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while notifications_scale() != (0, 0, 0):
+    while (scale := notifications_scale()) != (0, 0, 0):
         if time.monotonic() > deadline:
             raise RuntimeError(f"KEDA did not scale notifications to zero within {timeout:.0f}s "
-                               f"(replicas, ready, pods): {notifications_scale()}")
+                               f"(replicas, ready, pods): {scale}")
         time.sleep(2)
 
 
