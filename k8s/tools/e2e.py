@@ -14,16 +14,18 @@ Then: the Dapr control plane with Helm (the chart inside the dapr module), KEDA'
 (KEDA's own manifests from the keda module; SHOP_E2E_INSTALL_KEDA=0 where it is installed
 already), the e2e overlay (k8s/overlays/e2e: the dev overlay with images that can be built here
 and FerretDB on PostgreSQL for MongoDB), static volumes for Kafka's and the database's claims,
-every pod Ready with its daprd, and the customer journey (tests/cluster) through the functions'
-Services. Last, serverless scaling: k8s/overlays/e2e-scaling hands notifications to KEDA, which
-must take it to zero replicas, wake it for a burst of registrations (every welcome e-mail sent)
-and take it back to zero. Each step prints its time; on failure, the pods, the events and the
+every pod Ready with its daprd, the customer journey (tests/cluster) through the functions'
+Services, and the database refusing clients that do not sign in as the shop's user. Last,
+serverless scaling: k8s/overlays/e2e-scaling hands notifications to KEDA, which must take it to
+zero replicas, wake it for a burst of registrations (every welcome e-mail sent) and take it back
+to zero. Each step prints its time; on failure, the pods, the events and the
 logs of every pod not ready. SHOP_E2E_KEEP=1 leaves the local cluster running afterwards
 (`cluster.py down` stops it).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -364,6 +366,20 @@ def journey() -> None:
         cluster_tests("test_journey.py", "the customer journey", urls)
 
 
+def database_access() -> None:
+    """The database takes the functions' URI and refuses a client without it: tests/cluster, given
+    the URI from the functions' Secret and the database pod's address."""
+    cart = json.loads(kubectl("get", "deployment", "cart", "-n", NAMESPACE, "-o", "json"))
+    [ref] = [e["valueFrom"]["secretKeyRef"] for e in cart["spec"]["template"]["spec"]["containers"][0]["env"]
+             if e["name"] == "MONGODB_URI"]
+    secret = json.loads(kubectl("get", "secret", ref["name"], "-n", NAMESPACE, "-o", "json"))
+    address = kubectl("get", "pod", "mongodb-0", "-n", NAMESPACE, "-o", "jsonpath={.status.podIP}").strip()
+    with step("the database refuses a client that does not sign in as the shop's user"):
+        cluster_tests("test_database_access.py", "the database's access check", {},
+                      SHOP_DATABASE_URI=base64.b64decode(secret["data"][ref["key"]]).decode(),
+                      SHOP_DATABASE_ADDRESS=f"{address}:27017")
+
+
 # --- serverless scaling --------------------------------------------------------------------------
 def notifications_scale() -> tuple[int, int, int]:
     """(replicas KEDA asked for, replicas ready, notifications pods present: terminating or not)."""
@@ -469,6 +485,7 @@ def main() -> int:
         apply_overlay()
         wait_for_shop()
         journey()
+        database_access()
         serverless_scaling()
     except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         say(f"FAILED: {exc}")

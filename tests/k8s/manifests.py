@@ -91,6 +91,12 @@ def config_refs(docs: list[dict]) -> Iterator[tuple[str, str, str, str]]:
                 for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
                     if field in env_from:
                         yield kind, env_from[field]["name"], "", f"{where} envFrom"
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            for kind, field, name_field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+                if field in volume:
+                    source = volume[field]
+                    for key in [item["key"] for item in source.get("items", [])] or [""]:
+                        yield kind, source[name_field], key, f"{where} volume {volume['name']}"
     for component in find(docs, "Component"):
         for item in component["spec"].get("metadata", []):
             if "secretKeyRef" in item:

@@ -65,6 +65,24 @@ CASES = {
         "PLAINTEXT://kafka:9092",
         "test_parity.py::test_keda_reaches_the_broker_whose_lag_it_reads",
     ),
+    "dev database without access control": (
+        "overlays/dev/mongodb.yaml",
+        '"--auth", "--keyFile", "/run/mongodb/keyfile",',
+        "",
+        "test_security.py::test_the_dev_database_requires_sign_in_and_grants_the_functions_their_databases_only",
+    ),
+    "the shop's user granted one function's database fewer": (
+        "overlays/dev/mongodb-init.js",
+        ', "notifications"]',
+        "]",
+        "test_security.py::test_the_dev_database_requires_sign_in_and_grants_the_functions_their_databases_only",
+    ),
+    "functions signing in with a password the database never set": (
+        "overlays/dev/kustomization.yaml",
+        "uri=mongodb://shop:dev-only-mongodb-shop-password-0123456789@",
+        "uri=mongodb://shop:another-password@",
+        "test_security.py::test_the_functions_sign_in_as_the_user_the_database_makes",
+    ),
     "overlay names a missing file": (
         "overlays/dev/kustomization.yaml",
         "  - kafka.yaml\n",

@@ -119,4 +119,6 @@ def test_the_dev_stateful_sets_are_governed_by_headless_services_and_configured_
     mongodb = one(docs, "StatefulSet", "mongodb")["spec"]["template"]["spec"]["containers"][0]
     # The replica set is initiated once after start, never by a probe every few seconds.
     assert "rs.initiate" not in " ".join(mongodb["readinessProbe"]["exec"]["command"])
-    assert "rs.initiate" in " ".join(mongodb["lifecycle"]["postStart"]["exec"]["command"])
+    assert "mongodb-init.js" in " ".join(mongodb["lifecycle"]["postStart"]["exec"]["command"])
+    [init] = [d for d in find(docs, "ConfigMap") if "mongodb-init.js" in d.get("data", {})]
+    assert "rs.initiate" in init["data"]["mongodb-init.js"]

@@ -1,12 +1,16 @@
 """Every pod runs unprivileged, with probes and resource bounds; the functions also on a read-only
 root filesystem, as the user the image declares."""
 
+import base64
 import re
-from urllib.parse import urlsplit
+import shutil
+import subprocess
+import tempfile
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.k8s.manifests import ROOT, containers, functions, one, workloads
+from tests.k8s.manifests import ROOT, containers, functions, local_apps, one, workloads
 
 
 def dockerfile_user() -> int:
@@ -27,7 +31,8 @@ def test_every_container_is_bounded_and_unprivileged(docs):
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False, where
             assert context["capabilities"]["drop"] == ["ALL"], where
-            assert "livenessProbe" in container and "readinessProbe" in container, where
+            if container in pod["containers"]:  # an init container runs to completion: Kubernetes probes none
+                assert "livenessProbe" in container and "readinessProbe" in container, where
 
 
 def test_functions_run_read_only_as_the_image_user_with_a_writable_tmp(docs):
@@ -113,6 +118,86 @@ def test_a_secret_is_read_whole_by_each_function_that_reads_it(docs):
         for (other_secret, other_key), other_holders in readers.items():
             if other_secret == secret:
                 assert holders == other_holders, f"{secret}: {key} is read by {sorted(holders)}, {other_key} by {sorted(other_holders)}"
+
+
+# --- the in-cluster database: nobody in without the shop's user -----------------------------------
+def resolved_env(docs: list[dict], container: dict) -> dict[str, str]:
+    """A container's environment as the pod sees it: values, Secret keys and ConfigMap keys."""
+    data = {(d["kind"], d["metadata"]["name"]): d.get("data") or {}
+            for d in docs if d["kind"] in ("Secret", "ConfigMap")}
+    env = {}
+    for variable in container.get("env", []):
+        source = variable.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            env[variable["name"]] = base64.b64decode(data[("Secret", ref["name"])][ref["key"]]).decode()
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[variable["name"]] = data[("ConfigMap", ref["name"])][ref["key"]]
+        else:
+            env[variable["name"]] = variable.get("value", "")
+    return env
+
+
+def database(docs: list[dict]) -> dict:
+    return one(docs, "StatefulSet", "mongodb")
+
+
+@pytest.mark.overlays(exclude=("prod",))  # prod runs no MongoDB of its own
+def test_the_functions_sign_in_as_the_user_the_database_makes(docs, overlay):
+    [container] = database(docs)["spec"]["template"]["spec"]["containers"]
+    made = resolved_env(docs, container)
+    for deployment in functions(docs):
+        uri = urlsplit(resolved_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])["MONGODB_URI"])
+        where = deployment["metadata"]["name"]
+        assert (unquote(uri.username or ""), unquote(uri.password or "")) == (
+            made["MONGODB_APP_USERNAME"], made["MONGODB_APP_PASSWORD"]), where
+        # Not the database's administrator: the root user is for people, never for a function.
+        assert uri.username != made.get("MONGODB_ROOT_USERNAME"), where
+
+
+@pytest.mark.overlays("dev")  # e2e runs FerretDB there, which the image sets up (k8s/images/ferretdb)
+def test_the_dev_database_requires_sign_in_and_grants_the_functions_their_databases_only(docs, overlay):
+    pod = database(docs)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    command = container["command"]
+    assert "--auth" in command and "--keyFile" in command
+    keyfile = command[command.index("--keyFile") + 1]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [mount] = [m for m in container["volumeMounts"] if keyfile.startswith(m["mountPath"] + "/")]
+    assert "emptyDir" in volumes[mount["name"]], "the keyfile is a copy that mongod's user alone may read"
+    # ... made by an init container from the Secret, readable by its owner only (MongoDB asks for
+    # no group or world permissions; a Secret volume's files are group-readable under an fsGroup).
+    [copier] = [c for c in pod["initContainers"] if any(m["name"] == mount["name"] for m in c["volumeMounts"])
+                and f"chmod 0400 {keyfile}" in c["command"][-1]]
+    [source] = [m for m in copier["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert [i["key"] for i in volumes[source["name"]]["secret"]["items"]] == ["keyfile"]
+    # The set-up script the postStart hook runs: the one the ConfigMap mounted there holds.
+    hook = container["lifecycle"]["postStart"]["exec"]["command"][-1]
+    [script_path] = re.findall(r"--file (\S+)", hook)
+    [script_mount] = [m for m in container["volumeMounts"] if script_path.startswith(m["mountPath"] + "/")]
+    config_map = volumes[script_mount["name"]]["configMap"]["name"]
+    script = one(docs, "ConfigMap", config_map)["data"][script_path.rsplit("/", 1)[1]]
+    # The shop's user may read and write the functions' databases (<SHOP_DB_PREFIX>_<app-id>), no others.
+    [granted] = re.findall(r"const FUNCTIONS = \[([^\]]*)\]", script)
+    assert set(re.findall(r'"([a-z]+)"', granted)) == set(local_apps())
+    assert 'role: "readWrite", db: `${env.SHOP_DB_PREFIX}_${name}`' in script
+    env = resolved_env(docs, container)
+    functions_prefix = {resolved_env(docs, d["spec"]["template"]["spec"]["containers"][0])["SHOP_DB_PREFIX"]
+                        for d in functions(docs)}
+    assert functions_prefix == {env["SHOP_DB_PREFIX"]}
+    # The users are made in admin, where the functions' URI signs in.
+    assert "admin.createUser" in script
+    for deployment in functions(docs):
+        uri = resolved_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])["MONGODB_URI"]
+        assert parse_qs(urlsplit(uri).query).get("authSource") == ["admin"], deployment["metadata"]["name"]
+    node = shutil.which("node")
+    if node:  # a script that does not parse fails the hook on every start
+        with tempfile.NamedTemporaryFile("w", suffix=".js") as file:
+            file.write(script)
+            file.flush()
+            checked = subprocess.run([node, "--check", file.name], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
 
 
 # --- network policies: who may connect to whom, evaluated as Kubernetes does ---------------------
