@@ -18,9 +18,9 @@ every pod Ready with its daprd, the customer journey (tests/cluster) through the
 Services, and the database refusing clients that do not sign in as the shop's user. Last,
 serverless scaling: k8s/overlays/e2e-scaling hands notifications to KEDA, which must take it to
 zero replicas, wake it for a burst of registrations (every welcome e-mail sent) and take it back
-to zero. Each step prints its time; on failure, the pods, the events and the
-logs of every pod not ready. SHOP_E2E_KEEP=1 leaves the local cluster running afterwards
-(`cluster.py down` stops it).
+to zero. Each step prints its time; on failure, the pods, the events and the logs of every pod
+not ready. SHOP_E2E_KEEP=1 leaves the local cluster running afterwards (`cluster.py down` stops
+it).
 """
 
 from __future__ import annotations

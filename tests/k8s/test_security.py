@@ -139,6 +139,10 @@ def resolved_env(docs: list[dict], container: dict) -> dict[str, str]:
     return env
 
 
+def function_env(docs: list[dict], deployment: dict) -> dict[str, str]:
+    return resolved_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])
+
+
 def database(docs: list[dict]) -> dict:
     return one(docs, "StatefulSet", "mongodb")
 
@@ -148,7 +152,7 @@ def test_the_functions_sign_in_as_the_user_the_database_makes(docs, overlay):
     [container] = database(docs)["spec"]["template"]["spec"]["containers"]
     made = resolved_env(docs, container)
     for deployment in functions(docs):
-        uri = urlsplit(resolved_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])["MONGODB_URI"])
+        uri = urlsplit(function_env(docs, deployment)["MONGODB_URI"])
         where = deployment["metadata"]["name"]
         assert (unquote(uri.username or ""), unquote(uri.password or "")) == (
             made["MONGODB_APP_USERNAME"], made["MONGODB_APP_PASSWORD"]), where
@@ -183,13 +187,11 @@ def test_the_dev_database_requires_sign_in_and_grants_the_functions_their_databa
     assert set(re.findall(r'"([a-z]+)"', granted)) == set(local_apps())
     assert 'role: "readWrite", db: `${env.SHOP_DB_PREFIX}_${name}`' in script
     env = resolved_env(docs, container)
-    functions_prefix = {resolved_env(docs, d["spec"]["template"]["spec"]["containers"][0])["SHOP_DB_PREFIX"]
-                        for d in functions(docs)}
-    assert functions_prefix == {env["SHOP_DB_PREFIX"]}
+    assert {function_env(docs, d)["SHOP_DB_PREFIX"] for d in functions(docs)} == {env["SHOP_DB_PREFIX"]}
     # The users are made in admin, where the functions' URI signs in.
     assert "admin.createUser" in script
     for deployment in functions(docs):
-        uri = resolved_env(docs, deployment["spec"]["template"]["spec"]["containers"][0])["MONGODB_URI"]
+        uri = function_env(docs, deployment)["MONGODB_URI"]
         assert parse_qs(urlsplit(uri).query).get("authSource") == ["admin"], deployment["metadata"]["name"]
     node = shutil.which("node")
     if node:  # a script that does not parse fails the hook on every start
