@@ -77,6 +77,12 @@ CASES = {
         "]",
         "test_security.py::test_the_dev_database_requires_sign_in_and_grants_the_functions_their_databases_only",
     ),
+    "the dev database's set-up failing on a member that still loads its config": (
+        "overlays/dev/mongodb-init.js",
+        'if (e.codeName !== "AlreadyInitialized") throw e;',
+        "throw e;",
+        "test_mongodb_init.py::test_a_member_still_loading_its_config_is_not_initiated_twice",
+    ),
     "functions signing in with a password the database never set": (
         "overlays/dev/kustomization.yaml",
         "uri=mongodb://shop:dev-only-mongodb-shop-password-0123456789@",
