@@ -1,6 +1,12 @@
 # One image for all five functions; the container's command picks one (k8s/base/functions/*.yaml):
 #   uvicorn functions.<name>.app:app --host 0.0.0.0 --port <port>
-FROM python:3.11-slim
+# The base by digest, as a tag can be moved to another image: python:3.11-slim as published on
+# 2026-08-05 (Python 3.11.15 on Debian trixie; the digest is the multi-platform index recorded in
+# docker-library/repo-info, repos/python/remote/3.11-slim.md). To move it on, take the digest that
+# `docker buildx imagetools inspect python:3.11-slim` prints. A build that cannot reach Docker Hub
+# names a stand-in with --build-arg PYTHON_IMAGE=... (the local cluster's e2e does, k8s/images/python).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

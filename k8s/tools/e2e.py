@@ -51,7 +51,8 @@ FUNCTIONS = ("users", "products", "cart", "payments", "notifications")
 PODMAN_ROOT = CACHE / "podman"
 ARCHIVES = CACHE / "image-archives"
 BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
-PYTHON_IMAGE = "docker.io/library/python:3.11-slim"
+# What the shop's Dockerfile builds FROM here: its pinned python:3.11-slim is on Docker Hub only.
+PYTHON_IMAGE = "localhost/shop-python:3.11"
 SHOP_IMAGE = "docker.io/library/the-shop:dev"
 KAFKA_IMAGE = f"localhost/shop-kafka:{stack.KAFKA_VERSION}"
 FERRETDB_IMAGE = f"localhost/shop-ferretdb:{stack.FERRETDB_VERSION}"
@@ -112,15 +113,18 @@ def fingerprint(*parts: Path | str) -> str:
     return digest.hexdigest()[:12]
 
 
-def build(tags: list[str], context: Path, containerfile: Path, machine_ca: bool = False) -> None:
+def build(tags: list[str], context: Path, containerfile: Path, machine_ca: bool = False,
+          build_args: dict[str, str] | None = None) -> None:
     # `machine_ca`: the machine's CA bundle over the image's while it builds (pip behind a
     # TLS-inspecting egress); not kept in the image. Not where the build installs ca-certificates.
     ca = ["--volume", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"] if machine_ca else []
-    podman("build", "--pull=never", "--network=host", "--layers", "--ulimit", "nofile=20000:20000", *ca,
+    args = [a for name, value in (build_args or {}).items() for a in ("--build-arg", f"{name}={value}")]
+    podman("build", "--pull=never", "--network=host", "--layers", "--ulimit", "nofile=20000:20000", *ca, *args,
            "-f", str(containerfile), *[a for tag in tags for a in ("-t", tag)], str(context), capture=True)
 
 
-def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool = False) -> Path:
+def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool = False,
+            build_args: dict[str, str] | None = None) -> Path:
     """The image as a `docker save` archive in the cache, built when its inputs changed."""
     target = ARCHIVES / f"{name}-{key}.tar"
     if target.exists():
@@ -129,13 +133,16 @@ def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool
         base_image()
         with tempfile.TemporaryDirectory() as tmp:
             context, containerfile = make_context(Path(tmp))
-            build(tags, context, containerfile, machine_ca)
+            build(tags, context, containerfile, machine_ca, build_args)
         ARCHIVES.mkdir(parents=True, exist_ok=True)
         for stale in ARCHIVES.glob(f"{name}-*.tar"):
             stale.unlink()
         partial = target.with_suffix(".partial")
         podman("save", "--format", "docker-archive", "-o", str(partial), *tags, capture=True)
         partial.rename(target)
+        # The image this one replaces, and its build's intermediate layers, are untagged now: without
+        # this the cache keeps every build ever made (2.6 GB after a few days of them).
+        podman("image", "prune", "--force", capture=True)
     return target
 
 
@@ -185,7 +192,8 @@ def images() -> list[Path]:
                 ferretdb_context),
         archive("dapr", DAPR_IMAGES, fingerprint(IMAGES / "dapr", str(control_plane), str(stack.DAPRD)), dapr_context),
         archive("keda", [KEDA_IMAGE], fingerprint(IMAGES / "keda", str(keda)), keda_context),
-        archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, IMAGES / "python"), shop_context, machine_ca=True),
+        archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, IMAGES / "python", PYTHON_IMAGE), shop_context,
+                machine_ca=True, build_args={"PYTHON_IMAGE": PYTHON_IMAGE}),
     ]
 
 

@@ -24,10 +24,19 @@ def copied_sources() -> list[str]:
     return sources
 
 
-def test_base_image_and_install():
-    assert re.search(r"^FROM python:3\.11-slim(\s|$)", DOCKERFILE, re.M)
-    # The locked dependencies with their hashes, then the shop alone: nothing resolved at build.
-    assert re.search(r"^RUN pip install --require-hashes -r requirements\.lock && pip install --no-deps \.", DOCKERFILE, re.M)
+def test_the_base_image_is_python_3_11_slim_pinned_by_digest():
+    # A tag can be moved to another image; a digest names one. The build argument is only there so
+    # that a build without Docker Hub can name a stand-in; by default it is the pinned image.
+    assert re.findall(r"^FROM\s+(.+)$", DOCKERFILE, re.M) == ["${PYTHON_IMAGE}"]
+    default = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M)
+    assert default, "the Dockerfile's base has no default"
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", default[1]), default[1]
+
+
+def test_the_image_installs_the_locked_dependencies_then_the_shop_alone():
+    # With their hashes, then the shop without its dependencies: nothing is resolved at build.
+    install = r"^RUN pip install --require-hashes -r requirements\.lock && pip install --no-deps \."
+    assert re.search(install, DOCKERFILE, re.M)
 
 
 def test_the_lock_pins_every_dependency_with_its_hashes():
