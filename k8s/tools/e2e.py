@@ -141,7 +141,8 @@ def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool
         podman("save", "--format", "docker-archive", "-o", str(partial), *tags, capture=True)
         partial.rename(target)
         # The image this one replaces, and its build's intermediate layers, are untagged now: without
-        # this the cache keeps every build ever made (2.6 GB after a few days of them).
+        # this the cache keeps every build ever made (2.6 GB after a few days of them). The price: the
+        # next build of an image whose inputs changed redoes its early steps (apt-get) as well.
         podman("image", "prune", "--force", capture=True)
     return target
 
