@@ -51,8 +51,6 @@ FUNCTIONS = ("users", "products", "cart", "payments", "notifications")
 PODMAN_ROOT = CACHE / "podman"
 ARCHIVES = CACHE / "image-archives"
 BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
-# What the shop's Dockerfile builds FROM here: its pinned python:3.11-slim is on Docker Hub only.
-PYTHON_IMAGE = "localhost/shop-python:3.11"
 SHOP_IMAGE = "docker.io/library/the-shop:dev"
 KAFKA_IMAGE = f"localhost/shop-kafka:{stack.KAFKA_VERSION}"
 FERRETDB_IMAGE = f"localhost/shop-ferretdb:{stack.FERRETDB_VERSION}"
@@ -140,9 +138,9 @@ def archive(name: str, tags: list[str], key: str, make_context, machine_ca: bool
         partial = target.with_suffix(".partial")
         podman("save", "--format", "docker-archive", "-o", str(partial), *tags, capture=True)
         partial.rename(target)
-        # The image this one replaces, and its build's intermediate layers, are untagged now: without
-        # this the cache keeps every build ever made (2.6 GB after a few days of them). The price: the
-        # next build of an image whose inputs changed redoes its early steps (apt-get) as well.
+        # The image this one replaces is untagged now, and so are the intermediate images of its build:
+        # without this the cache keeps every build ever made (2.6 GB after a few days of them). Those
+        # of the images kept stay, as their parents: the next build still starts from them.
         podman("image", "prune", "--force", capture=True)
     return target
 
@@ -154,10 +152,19 @@ def images() -> list[Path]:
     stack.provision_daprd()
     control_plane = cluster.dapr_binaries()
     keda = cluster.keda()
+    # What the shop's Dockerfile builds FROM here (its pinned python:3.11-slim is on Docker Hub
+    # only): a stand-in tagged by its own inputs, so that changing them builds a new one.
+    python_image = f"localhost/shop-python:3.11-{fingerprint(IMAGES / 'python')}"
 
     def shop_context(tmp: Path):
-        if not has_image(PYTHON_IMAGE):
-            build([PYTHON_IMAGE], IMAGES / "python", IMAGES / "python" / "Containerfile")
+        if not has_image(python_image):
+            build([python_image], IMAGES / "python", IMAGES / "python" / "Containerfile")
+            for stale in podman("images", "--format", "{{.Repository}}:{{.Tag}}",
+                                "--filter", "reference=localhost/shop-python", capture=True).stdout.split():
+                if stale != python_image:
+                    # That name only (an untag without one drops them all); the image is pruned with
+                    # the rest after the shop's image is saved, once no name is left on it.
+                    podman("untag", stale, stale)
         return ROOT, ROOT / "Dockerfile"
 
     def kafka_context(tmp: Path):
@@ -193,8 +200,8 @@ def images() -> list[Path]:
                 ferretdb_context),
         archive("dapr", DAPR_IMAGES, fingerprint(IMAGES / "dapr", str(control_plane), str(stack.DAPRD)), dapr_context),
         archive("keda", [KEDA_IMAGE], fingerprint(IMAGES / "keda", str(keda)), keda_context),
-        archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, IMAGES / "python", PYTHON_IMAGE), shop_context,
-                machine_ca=True, build_args={"PYTHON_IMAGE": PYTHON_IMAGE}),
+        archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, python_image), shop_context,
+                machine_ca=True, build_args={"PYTHON_IMAGE": python_image}),
     ]
 
 
