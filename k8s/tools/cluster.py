@@ -49,6 +49,7 @@ SERVICE_CIDR = "10.96.0.0/24"
 # CoreDNS runs on the node itself, at the node's address (no Service needed in front of it).
 CLUSTER_DNS = NODE_IP
 API_PORT = 6443
+FRONT_PROXY_CLIENT = "front-proxy-client"  # the aggregation layer's client certificate, as kubeadm names it
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # kubeadm's for this Kubernetes version
 DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables",
                    "/usr/lib/cni/bridge": "containernetworking-plugins"}
@@ -65,7 +66,8 @@ HELM_VERSION = kube.go_require(TOOLS / "helm" / "go.mod", "helm.sh/helm/v3")
 COREDNS_VERSION = kube.go_require(TOOLS / "coredns" / "go.mod", "github.com/coredns/coredns")
 COREDNS = CACHE / f"coredns-v{COREDNS_VERSION}-{kube.source_stamp(TOOLS / 'coredns', ('go.mod', 'go.sum'))}" / "coredns"
 KEDA_VERSION = kube.KEDA_VERSION
-KEDA = CACHE / f"keda-v{KEDA_VERSION}-{kube.source_stamp(TOOLS / 'keda', ('go.mod', 'go.sum'))}" / "keda"
+KEDA_BUILD = CACHE / f"keda-v{KEDA_VERSION}-{kube.source_stamp(TOOLS / 'keda', ('go.mod', 'go.sum'))}"
+KEDA_COMMANDS = {"keda": "operator", "keda-adapter": "adapter"}  # binary: github.com/kedacore/keda/v2/cmd/<package>
 HELM = CACHE / f"helm-v{HELM_VERSION}-{kube.source_stamp(TOOLS / 'helm', ('go.mod', 'go.sum'))}" / "helm"
 # Started in this order, stopped in the reverse one.
 PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy")
@@ -153,10 +155,13 @@ def helm() -> Path:
 
 
 def keda() -> Path:
-    """KEDA's operator, static as KEDA builds it (cold: about eight minutes, for the SDKs of every
-    scaler it links)."""
-    return go_tool(f"keda operator v{KEDA_VERSION}", "keda", KEDA, "github.com/kedacore/keda/v2/cmd/operator",
-                   f"-X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION}", cgo=False)
+    """KEDA's operator and its metrics adapter, static as KEDA builds them (cold: about eight
+    minutes for the operator, for the SDKs of every scaler it links; the adapter shares most)."""
+    for binary, package in KEDA_COMMANDS.items():
+        go_tool(f"keda {package} v{KEDA_VERSION}", "keda", KEDA_BUILD / binary,
+                f"github.com/kedacore/keda/v2/cmd/{package}",
+                f"-X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION}", cgo=False)
+    return KEDA_BUILD
 
 
 def pause_binary() -> Path:
@@ -239,16 +244,15 @@ def kubeconfig(name: str, token: str) -> Path:
     return path
 
 
-def kubelet_client_certificate() -> None:
-    """A CA that kubelet trusts for clients, and the API server's client certificate from it (in
-    system:masters), so that logs and exec reach the node: kubelet admits no anonymous caller."""
-    pki = paths()["certs"] / "kubelet-clients"
+def client_certificate(folder: str, subject: str) -> None:
+    """A CA of its own in certs/<folder>, and the API server's client certificate from it
+    (apiserver.crt, apiserver.key) with `subject`."""
+    pki = paths()["certs"] / folder
     pki.mkdir(parents=True, exist_ok=True)
     quiet = {"capture": True}
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=shop-kubelet-clients",
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=shop-{folder}",
         "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"), **quiet)
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes",
-        "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
         "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"), **quiet)
     run("openssl", "x509", "-req", "-days", "2", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
         "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-out", str(pki / "apiserver.crt"), **quiet)
@@ -257,7 +261,11 @@ def kubelet_client_certificate() -> None:
 def write_configuration() -> dict[str, str]:
     for folder in paths().values():
         folder.mkdir(parents=True, exist_ok=True)
-    kubelet_client_certificate()
+    # kubelet admits no anonymous caller: the API server reaches it (logs, exec) as system:masters.
+    client_certificate("kubelet-clients", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+    # The aggregation layer: the API server proxies an aggregated API (KEDA's external metrics)
+    # with this certificate, and the API's server believes the user it names only under this CA.
+    client_certificate("front-proxy", f"/CN={FRONT_PROXY_CLIENT}")
     tokens = {name: hashlib.sha256(os.urandom(32)).hexdigest()[:32] for name in TOKENS}
     (RUN / "tokens.csv").write_text("".join(
         f'{tokens[name]},{user},{user}' + (f',"{groups}"' if groups else "") + "\n"
@@ -360,6 +368,11 @@ def command_of(name: str, tokens: dict[str, str]) -> list[str]:
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-client-certificate={certs / 'kubelet-clients' / 'apiserver.crt'}",
                 f"--kubelet-client-key={certs / 'kubelet-clients' / 'apiserver.key'}",
+                f"--requestheader-client-ca-file={certs / 'front-proxy' / 'ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}", "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={certs / 'front-proxy' / 'apiserver.crt'}",
+                f"--proxy-client-key-file={certs / 'front-proxy' / 'apiserver.key'}",
                 "--profiling=false"]
     if name == "dns":
         kubeconfig("dns", tokens["dns"])
@@ -370,6 +383,10 @@ def command_of(name: str, tokens: dict[str, str]) -> list[str]:
                 "--bind-address=127.0.0.1", "--secure-port=0", "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={paths()['etcd'] / 'service-account.key'}",
                 f"--root-ca-file={certs / 'apiserver.crt'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # The HPAs (KEDA's) read their metrics every second instead of every 15: a woken
+                # replica drains the scaling check's burst of lag a few seconds after it starts,
+                # and the HPA must see that lag to ask for a second one (seen missed at 5 s).
+                "--horizontal-pod-autoscaler-sync-period=1s",
                 "--profiling=false"]
     if name == "scheduler":
         return [str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfig('scheduler', tokens['scheduler'])}",

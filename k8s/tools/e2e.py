@@ -10,17 +10,17 @@ own from the Dockerfile) with podman and loads them into the node. On a cluster 
 images must already be there (`kind load docker-image the-shop:dev`, ...), and Dapr too if
 `helm` is not wanted (SHOP_E2E_INSTALL_DAPR=0).
 
-Then: the Dapr control plane with Helm (the chart inside the dapr module), KEDA's operator
-(KEDA's own manifests from the keda module; SHOP_E2E_INSTALL_KEDA=0 where it is installed
+Then: the Dapr control plane with Helm (the chart inside the dapr module), KEDA's operator and
+metrics adapter (KEDA's own manifests from the keda module; SHOP_E2E_INSTALL_KEDA=0 where it is installed
 already), the e2e overlay (k8s/overlays/e2e: the dev overlay with images that can be built here
 and FerretDB on PostgreSQL for MongoDB), static volumes for Kafka's and the database's claims,
 every pod Ready with its daprd, the customer journey (tests/cluster) through the functions'
 Services, and the database refusing clients that do not sign in as the shop's user. Last,
 serverless scaling: k8s/overlays/e2e-scaling hands notifications to KEDA, which must take it to
-zero replicas, wake it for a burst of registrations (every welcome e-mail sent) and take it back
-to zero. Each step prints its time; on failure, the pods, the events and the logs of every pod
-not ready. SHOP_E2E_KEEP=1 leaves the local cluster running afterwards (`cluster.py down` stops
-it).
+zero replicas, wake it for a burst of registrations and take it to a second replica on their lag
+(every welcome e-mail sent once), then back to zero. Each step prints its time; on failure, the
+pods, the events and the logs of every pod not ready. SHOP_E2E_KEEP=1 leaves the local cluster
+running afterwards (`cluster.py down` stops it).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ KAFKA_IMAGE = f"localhost/shop-kafka:{stack.KAFKA_VERSION}"
 FERRETDB_IMAGE = f"localhost/shop-ferretdb:{stack.FERRETDB_VERSION}"
 DAPR_IMAGES = [f"ghcr.io/dapr/{name}:{cluster.DAPR_VERSION}" for name in (*cluster.DAPR_COMMANDS, "daprd")]
 KEDA_IMAGE = f"ghcr.io/kedacore/keda:{cluster.KEDA_VERSION}"
+KEDA_ADAPTER_IMAGE = f"ghcr.io/kedacore/keda-metrics-apiserver:{cluster.KEDA_VERSION}"
 # The claims of the dev overlay's StatefulSets, and the user each one's pod runs as.
 VOLUMES = {"data-kafka-0": 1000, "data-mongodb-0": 999}
 
@@ -189,7 +190,8 @@ def images() -> list[Path]:
 
     def keda_context(tmp: Path):
         shutil.copytree(IMAGES / "keda", tmp, dirs_exist_ok=True)
-        shutil.copy(keda, tmp / "keda")
+        for binary in cluster.KEDA_COMMANDS:
+            shutil.copy(keda / binary, tmp / binary)
         return tmp, tmp / "Containerfile"
 
     shop_inputs = [ROOT / name for name in ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml",
@@ -199,7 +201,7 @@ def images() -> list[Path]:
         archive("ferretdb", [FERRETDB_IMAGE], fingerprint(IMAGES / "ferretdb", stack.GIN_SQL, str(stack.FERRETDB)),
                 ferretdb_context),
         archive("dapr", DAPR_IMAGES, fingerprint(IMAGES / "dapr", str(control_plane), str(stack.DAPRD)), dapr_context),
-        archive("keda", [KEDA_IMAGE], fingerprint(IMAGES / "keda", str(keda)), keda_context),
+        archive("keda", [KEDA_IMAGE, KEDA_ADAPTER_IMAGE], fingerprint(IMAGES / "keda", str(keda)), keda_context),
         archive("shop", [SHOP_IMAGE], fingerprint(*shop_inputs, python_image), shop_context,
                 machine_ca=True, build_args={"PYTHON_IMAGE": python_image}),
     ]
@@ -250,23 +252,31 @@ def install_dapr() -> None:
 
 
 def keda_install(folder: Path) -> Path:
-    """The kustomization that installs KEDA's operator as KEDA's own manifests do (the module's
-    config/: CRDs, namespace, RBAC, operator), written in `folder`. Not KEDA's metrics adapter: the
-    operator alone takes a workload from zero to one replica and back, which is what the check
-    needs (beyond one, the HPA that KEDA creates reads its metrics through the adapter). Nor its
-    admission webhooks, so the operator is told not to patch their certificates."""
+    """The kustomization that installs KEDA's operator and metrics adapter as KEDA's own manifests
+    do (the module's config/: CRDs, namespace, RBAC, operator, the adapter and its APIService),
+    written in `folder`. The operator takes a workload from zero to one replica and back; beyond
+    one, the HPA it makes reads the lag through the adapter (the aggregated external metrics API,
+    whose certificate the operator makes and writes into the APIService). Not KEDA's admission
+    webhooks, so the operator is told not to patch their certificates."""
     config = kube.module_dir("github.com/kedacore/keda/v2", cluster.KEDA_VERSION) / "config"
     shutil.copytree(config, folder / "config")  # beside ours: kustomize takes no absolute path
     container = "/spec/template/spec/containers/0"
+    pull_from_the_node = {"op": "replace", "path": f"{container}/imagePullPolicy", "value": "IfNotPresent"}
     install = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [f"../config/{part}" for part in ("crd", "general", "rbac", "manager", "service_account")],
-        "images": [{"name": KEDA_IMAGE.rsplit(":", 1)[0], "newTag": cluster.KEDA_VERSION}],
-        "patches": [{"target": {"kind": "Deployment", "name": "keda-operator"}, "patch": json.dumps([
-            {"op": "replace", "path": f"{container}/imagePullPolicy", "value": "IfNotPresent"},
-            {"op": "add", "path": f"{container}/args/-", "value": "--enable-webhook-patching=false"},
-            {"op": "add", "path": f"{container}/args/-", "value": "--enable-apiservice-patching=false"},
-        ])}],
+        "resources": [f"../config/{part}"
+                      for part in ("crd", "general", "rbac", "manager", "service_account", "metrics-server")],
+        "images": [{"name": image.rsplit(":", 1)[0], "newTag": cluster.KEDA_VERSION}
+                   for image in (KEDA_IMAGE, KEDA_ADAPTER_IMAGE)],
+        "patches": [
+            {"target": {"kind": "Deployment", "name": "keda-operator"}, "patch": json.dumps([
+                pull_from_the_node,
+                {"op": "add", "path": f"{container}/args/-", "value": "--enable-webhook-patching=false"},
+            ])},
+            {"target": {"kind": "Deployment", "name": "keda-metrics-apiserver"}, "patch": json.dumps([
+                pull_from_the_node,
+            ])},
+        ],
     }
     (folder / "install").mkdir()
     (folder / "install" / "kustomization.yaml").write_text(json.dumps(install))
@@ -276,7 +286,7 @@ def keda_install(folder: Path) -> Path:
 def install_keda() -> None:
     if os.environ.get("SHOP_E2E_INSTALL_KEDA") == "0":
         return
-    with step(f"KEDA {cluster.KEDA_VERSION} operator: kubectl apply -k (the keda module's config)"):
+    with step(f"KEDA {cluster.KEDA_VERSION} operator and metrics adapter: kubectl apply -k (the keda module's config)"):
         with tempfile.TemporaryDirectory() as tmp:
             kubectl("apply", "-k", str(keda_install(Path(tmp))), "--server-side", "--force-conflicts")
 
@@ -414,47 +424,67 @@ def wait_for_zero(timeout: float) -> None:
 
 
 class ScaleWatch(threading.Thread):
-    """Notes when notifications first has a ready replica, and the most it had, while a burst runs."""
+    """Notes when notifications first has a ready replica, and the most replicas asked for and
+    ready, from a burst until it is back at zero."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.began, self.first_ready, self.most_ready = time.monotonic(), None, 0
+        self.began, self.first_ready, self.most_asked, self.most_ready = time.monotonic(), None, 0, 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(1):
             try:
-                _, ready_now, _ = notifications_scale()
+                asked, ready_now, _ = notifications_scale()
             except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
                 continue  # one failed look; the next one counts
             if ready_now and self.first_ready is None:
                 self.first_ready = time.monotonic() - self.began
-            self.most_ready = max(self.most_ready, ready_now)
+            self.most_asked, self.most_ready = max(self.most_asked, asked), max(self.most_ready, ready_now)
+
+
+def external_metrics_served() -> bool:
+    """KEDA's adapter registered and answering behind the API server (the aggregation layer)."""
+    service = json.loads(kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json"))
+    return any(c["type"] == "Available" and c["status"] == "True" for c in service["status"].get("conditions", []))
 
 
 def serverless_scaling() -> None:
     """notifications handed to KEDA: to zero when idle, woken by its topics' lag, back to zero."""
     if os.environ.get("SHOP_E2E_INSTALL_KEDA") != "0":  # else the cluster's own KEDA, wherever it runs
-        with step("KEDA's operator Ready"):
-            kubectl("rollout", "status", "deployment/keda-operator", "-n", "keda", "--timeout=300s")
+        with step("KEDA's operator and metrics adapter Ready"):
+            for deployment in ("keda-operator", "keda-metrics-apiserver"):
+                kubectl("rollout", "status", f"deployment/{deployment}", "-n", "keda", "--timeout=300s")
+    with step("the external metrics API served (KEDA's adapter, through the API server)"):
+        deadline = time.monotonic() + 120
+        while not external_metrics_served():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the APIService v1beta1.external.metrics.k8s.io is not Available: "
+                                   + kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "yaml"))
+            time.sleep(2)
     apply_overlay(SCALING_OVERLAY)
     with step("KEDA scales notifications to zero (no lag on its topics)"):
         wait_for_zero(300)
     watch = ScaleWatch()
     watch.start()
     try:
-        with step("a burst of registrations while notifications has no replica: every welcome e-mail sent"):
+        with step("a burst of registrations while notifications has no replica: every welcome e-mail sent once"):
             cluster_tests("test_scale_from_zero.py", "the burst on notifications scaled to zero", service_urls(),
                           SHOP_SCALED_TO_ZERO="1")
+        with step("KEDA scales notifications back to zero (cooldown 30 s)"):
+            wait_for_zero(300)
     finally:
         watch.stopping.set()
         watch.join()
     if watch.first_ready is None:
         raise RuntimeError("the e-mails were sent, yet no notifications replica was seen ready")
     say(f"  first notifications replica ready {watch.first_ready:.0f}s after the burst began; "
-        f"at most {watch.most_ready} ready")
-    with step("KEDA scales notifications back to zero (cooldown 30 s)"):
-        wait_for_zero(300)
+        f"at most {watch.most_asked} asked for, {watch.most_ready} ready")
+    # KEDA's operator only ever asks for zero or one: a second replica is the HPA's decision, from
+    # the lag it read through the adapter (the burst's lag is over twice the overlay's threshold).
+    if watch.most_asked < 2:
+        hpa = kubectl("get", "hpa", "-n", NAMESPACE, "-o", "yaml", check=False)
+        raise RuntimeError(f"notifications never got a second replica from its lag; the HPA:\n{hpa}")
 
 
 def report() -> None:

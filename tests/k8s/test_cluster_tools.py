@@ -58,15 +58,22 @@ def test_the_e2e_overlay_runs_the_images_e2e_builds():
     assert container["image"] == e2e.FERRETDB_IMAGE
 
 
-def test_keda_is_installed_with_the_operator_image_e2e_builds(tmp_path):
-    """KEDA's own manifests (the keda module's config/) run the operator image that e2e.py builds
-    and loads into the node, never pulled (the node reaches no registry)."""
+def test_keda_is_installed_with_the_operator_and_adapter_images_e2e_builds(tmp_path):
+    """KEDA's own manifests (the keda module's config/) run the operator and metrics adapter images
+    that e2e.py builds and loads into the node, never pulled (the node reaches no registry), and
+    register the adapter as the external metrics API, whose certificate the operator patches in."""
     rendered = cluster.kube.render(cluster.kube.kubectl(), e2e.keda_install(tmp_path))
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    [operator] = [d for d in docs if d["kind"] == "Deployment"]
-    [container] = operator["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == e2e.KEDA_IMAGE
-    assert container["imagePullPolicy"] == "IfNotPresent"
-    assert "--enable-apiservice-patching=false" in container["args"]
+    containers = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"]
+                  for d in docs if d["kind"] == "Deployment"}
+    assert set(containers) == {"keda-operator", "keda-metrics-apiserver"}
+    [operator], [adapter] = containers["keda-operator"], containers["keda-metrics-apiserver"]
+    assert (operator["image"], adapter["image"]) == (e2e.KEDA_IMAGE, e2e.KEDA_ADAPTER_IMAGE)
+    assert operator["imagePullPolicy"] == adapter["imagePullPolicy"] == "IfNotPresent"
+    assert {operator["command"][0], adapter["command"][0]} == {f"/{binary}" for binary in cluster.KEDA_COMMANDS}
+    assert "--enable-apiservice-patching=false" not in operator["args"]
+    [api] = [d for d in docs if d["kind"] == "APIService"]
+    assert api["metadata"]["name"] == "v1beta1.external.metrics.k8s.io"
+    assert api["spec"]["service"] == {"name": "keda-metrics-apiserver", "namespace": "keda"}
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     assert {"scaledobjects.keda.sh", "triggerauthentications.keda.sh"} <= crds
