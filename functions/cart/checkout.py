@@ -12,10 +12,22 @@ async def empty_ordered_lines(user_id: str, product_ids: list[str], cart_updated
 
     Idempotent by nature: removing a line that is gone changes nothing. A line changed after
     the cart was read for the order (`cart_updated_at`) was not ordered as it is now, so it stays.
+    The usual case, every ordered line still there as ordered, is one write; otherwise each line
+    is taken off by a write of its own, if it still qualifies.
     """
+    if len(product_ids) > 1 and await _take_off(user_id, product_ids, cart_updated_at):
+        return
+    for product_id in product_ids:
+        await _take_off(user_id, [product_id], cart_updated_at)
+
+
+async def _take_off(user_id: str, product_ids: list[str], cart_updated_at: datetime | None) -> bool:
+    """Remove these lines in one write if every one of them is there, unchanged since the order."""
+    where: dict = {}
     for product_id in product_ids:
         path = f"lines.{product_id}"  # an id: a safe field name (the contract checked it, ids.py)
-        where: dict = {path: {"$exists": True}}
+        where[path] = {"$exists": True}
         if cart_updated_at is not None:
             where[f"{path}.updatedAt"] = {"$lte": cart_updated_at}
-        await store.update(Cart, user_id, {"$unset": {path: ""}, "$set": {"updatedAt": now()}}, where=where)
+    unset = {f"lines.{product_id}": "" for product_id in product_ids}
+    return await store.update(Cart, user_id, {"$unset": unset, "$set": {"updatedAt": now()}}, where=where)

@@ -39,3 +39,25 @@ async def fetch_product(product_id: str) -> ProductSnapshot | None:
     if product.id != product_id:
         raise SidecarError(f"products answered product {product.id} for {product_id}")
     return product
+
+
+async def fetch_products(product_ids: list[str]) -> dict[str, ProductSnapshot]:
+    """The products as products knows them now, by id, in one call (`GET /api/products?ids=`);
+    an id of no product (or of another form) is absent from the answer.
+
+    Raises SidecarError (503 for a request, RETRY for a handler) if products cannot answer.
+    """
+    asked = [product_id for product_id in dict.fromkeys(product_ids) if is_id(product_id)]
+    if not asked:
+        return {}
+    response = await sidecar.invoke("products", f"api/products?ids={','.join(asked)}")
+    if response.status_code != 200:
+        raise SidecarError(f"products answered {response.status_code} for products {asked}")
+    try:
+        products = [ProductSnapshot.model_validate(item) for item in response.json()["data"]]
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise SidecarError(f"products answered unreadable products for {asked}: {exc}") from exc
+    found = {product.id: product for product in products}
+    if not found.keys() <= set(asked):
+        raise SidecarError(f"products answered products {sorted(found.keys() - set(asked))} not asked for")
+    return found

@@ -3,6 +3,13 @@
 A function lists its handlers with `@subscriptions.handler(SomeEvent)` beside the handler code;
 `mount` subscribes each one to its topic with its own dead-letter topic. A handler is a plain
 `async def handle(event, context)` and can be called directly in a unit test.
+
+By default a delivery goes through the inbox (`ProcessedEvent`: claimed before the handler,
+marked done after), so a redelivery changes nothing. A handler that is idempotent on its own
+records (a state it moves conditionally, a record keyed by the event or its order), also when two
+deliveries of one event race, says `inbox=False`: the inbox's two writes per delivery would only
+repeat what its records already decide. Its tests replay the event, and race two deliveries, with
+the handler alone.
 """
 
 import hmac
@@ -167,8 +174,13 @@ class Subscriptions:
         self.app_id = app_id
         self.handlers: list[tuple[type[IntegrationEvent], Handler]] = []
 
-    def handler(self, event_type: type[IntegrationEvent]) -> Callable[[Handler], Handler]:
+    def handler(self, event_type: type[IntegrationEvent], *, inbox: bool = True) -> Callable[[Handler], Handler]:
+        """Register `func` for `event_type`'s topic; `inbox=False` for a handler idempotent on its
+        own records (see the module docstring)."""
+
         def register(func: Handler) -> Handler:
+            if not inbox:
+                func.uses_inbox = False  # type: ignore[attr-defined]  # read by `deliver`, as in tests
             self.handlers.append((event_type, func))
             return func
 
@@ -239,6 +251,8 @@ async def deliver(app_id: str, event_type: type[IntegrationEvent], func: Handler
         log.error("dropping malformed %s event: %s", event_type.topic, exc)
         return "DROP"
 
+    if not getattr(func, "uses_inbox", True):
+        return await _run(func, event, context)
     key = inbox_key(app_id, context.topic, context.id)
     token = await _claim(key, context.topic)
     if token == DONE:
@@ -247,15 +261,22 @@ async def deliver(app_id: str, event_type: type[IntegrationEvent], func: Handler
     if token == BUSY:
         log.info("%s: %s is being handled by another delivery; retry later", func.__name__, context.id)
         return "RETRY"
+    outcome = await _run(func, event, context)
+    if outcome == "SUCCESS":
+        await _finish(key, token)
+    else:
+        await _give_up(key, token)
+    return outcome
+
+
+async def _run(func: Handler, event: IntegrationEvent, context: EventContext) -> str:
+    """The handler's outcome as Dapr's answer: SUCCESS, DROP (it can never succeed) or RETRY."""
     try:
         await func(event, context)
     except PermanentError as exc:
         log.error("%s dropped %s: %s", func.__name__, context.id, exc)
-        await _give_up(key, token)
         return "DROP"
     except Exception:  # noqa: BLE001 - anything else may pass: let Dapr retry, then dead-letter
         log.exception("%s failed on %s; asking Dapr to retry", func.__name__, context.id)
-        await _give_up(key, token)
         return "RETRY"
-    await _finish(key, token)
     return "SUCCESS"

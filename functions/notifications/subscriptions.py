@@ -1,5 +1,8 @@
 """Notifications' topics: each e-mail event mapped to its message and sent once
-(functions/notifications/messages.py, sending.py); a verified address releases what was held."""
+(functions/notifications/messages.py, sending.py); a verified address releases what was held.
+
+The e-mail handlers need no inbox: the e-mail is stored under its event's id (unique) and sent
+under a lease, so a redelivered or racing event sends nothing more (sending.py)."""
 
 from functions.common.consumers import EventContext, Subscriptions
 from functions.common.contracts import CartItemRemoved, EmailRequested, EmailVerified, InvoiceProcessing, UserRegistered
@@ -8,22 +11,22 @@ from functions.notifications import APP_ID, messages, sending
 subscriptions = Subscriptions(APP_ID)
 
 
-@subscriptions.handler(UserRegistered)
+@subscriptions.handler(UserRegistered, inbox=False)
 async def send_welcome_email(event: UserRegistered, context: EventContext) -> None:
     await sending.send_once(context, messages.welcome(event))
 
 
-@subscriptions.handler(CartItemRemoved)
+@subscriptions.handler(CartItemRemoved, inbox=False)
 async def send_cart_removal_email(event: CartItemRemoved, context: EventContext) -> None:
     await sending.send_once(context, messages.cart_removal(event))
 
 
-@subscriptions.handler(InvoiceProcessing)
+@subscriptions.handler(InvoiceProcessing, inbox=False)
 async def send_invoice_email(event: InvoiceProcessing, context: EventContext) -> None:
     await sending.send_once(context, messages.invoice(event))
 
 
-@subscriptions.handler(EmailRequested)
+@subscriptions.handler(EmailRequested, inbox=False)
 async def send_requested_email(event: EmailRequested, context: EventContext) -> None:
     await sending.send_once(context, messages.requested(event))
 

@@ -4,7 +4,6 @@ Neither the client nor the cart is trusted for a price: every unit price is aske
 when the order is placed.
 """
 
-import asyncio
 import hashlib
 import json
 from datetime import datetime
@@ -14,7 +13,7 @@ from fastapi import HTTPException, status
 from pydantic import BaseModel, Field, ValidationError
 
 from functions.common import sidecar
-from functions.common.catalogue import ProductSnapshot, fetch_product
+from functions.common.catalogue import fetch_products
 from functions.common.sidecar import SidecarError
 from functions.payments.models import Amounts, OrderedLine
 
@@ -51,25 +50,22 @@ def latest_change(items: list[CartItem]) -> datetime | None:
     return None if None in stamps else max(stamps)
 
 
-async def _product(product_id: str) -> ProductSnapshot:
-    product = await fetch_product(product_id)
-    if product is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"Product {product_id} in your cart no longer exists; remove it and order again",
-        )
-    return product
-
-
 async def price_lines(items: list[CartItem]) -> list[OrderedLine]:
-    """One line per product, its name and unit price as products says now."""
+    """One line per product, its name and unit price as products says now (one call for all)."""
     quantities: dict[str, int] = {}
     for item in items:
         quantities[item.productId] = quantities.get(item.productId, 0) + item.quantity
-    products = await asyncio.gather(*(_product(product_id) for product_id in quantities))
+    products = await fetch_products(list(quantities))
+    for product_id in quantities:
+        if product_id not in products:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"Product {product_id} in your cart no longer exists; remove it and order again",
+            )
     return [
-        OrderedLine(productId=product_id, name=product.name, unitPriceCents=product.priceCents, quantity=quantity)
-        for (product_id, quantity), product in zip(quantities.items(), products, strict=True)
+        OrderedLine(productId=product_id, name=products[product_id].name,
+                    unitPriceCents=products[product_id].priceCents, quantity=quantity)
+        for product_id, quantity in quantities.items()
     ]
 
 

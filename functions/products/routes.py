@@ -1,3 +1,4 @@
+import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Annotated
@@ -21,6 +22,12 @@ NOT_FOUND = "Product not found"
 STALE = "The product changed since you read it: read it again (its ETag) and retry"
 BELOW_ZERO = "Not enough units on hand to take that many away"
 Filter = Annotated[str | None, Query(max_length=100), OneLine]
+MAX_IDS = 100
+Ids = Annotated[
+    str | None,
+    Query(max_length=MAX_IDS * 50, description=f"comma-separated product ids (at most {MAX_IDS}): those products, "
+          "in the order asked; the others and category, q, limit and offset do not apply"),
+]
 
 
 def _contains(text: str) -> dict:
@@ -40,7 +47,12 @@ async def list_products(
     q: Filter = None,
     limit: PageLimit = 20,
     offset: PageOffset = 0,
+    ids: Ids = None,
 ) -> ProductPage:
+    if ids is not None:
+        if category is not None or q is not None:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "ids cannot be combined with category or q")
+        return await _products_by_id(ids)
     query: dict = {}
     if category and category.strip():
         query["category"] = {"$regex": f"^{re.escape(category.strip())}$", "$options": "i"}
@@ -50,6 +62,18 @@ async def list_products(
     products = await Product.find(query).sort([("name", 1), ("_id", 1)]).skip(offset).limit(limit).to_list()
     message = f"{total} product(s)" if total else "No products match"
     return ProductPage(message=message, data=[ProductOut.of(p) for p in products], total=total)
+
+
+async def _products_by_id(ids: str) -> ProductPage:
+    """The products named, in the order asked; an id of no product (or of another form) is left
+    out. One indexed read per id: a whole order is priced in one call, whatever its lines."""
+    asked = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+    if len(asked) > MAX_IDS:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"At most {MAX_IDS} ids at a time")
+    found = await asyncio.gather(*(Product.get(product_id) for product_id in asked if is_id(product_id)))
+    products = [product for product in found if product is not None]
+    message = f"{len(products)} product(s)" if products else "No products match"
+    return ProductPage(message=message, data=[ProductOut.of(p) for p in products], total=len(products))
 
 
 def etag(product: Product) -> str:

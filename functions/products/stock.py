@@ -93,7 +93,7 @@ async def _set_state(order_id: str, expected: str, state: str) -> bool:
     )
 
 
-async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
+async def reserve(order_id: str, lines: list[OrderLine]) -> None:
     """Reserve every line of the order or none, and stage `stock_reserved` / `stock_rejected`."""
     async with _order_lock(order_id):
         reservation = StockReservation(id=order_id, state="reserving", lines=merge_lines(lines))
@@ -107,7 +107,7 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
                 if reservation.state in HOLDS_NOTHING:
                     await _give_back_holds(order_id, reservation)
                 await outbox.flush(StockReservation, order_id)
-                return reservation
+                return
             # "reserving": an earlier delivery stopped half way, or another is at work; the holds
             # either took are found and kept.
 
@@ -146,7 +146,6 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> StockReservation:
                         order_id, state, outcome.topic)
         if state in HOLDS_NOTHING:
             await _give_back_holds(order_id, reservation)
-        return await StockReservation.get(order_id)
 
 
 async def release(order_id: str) -> None:

@@ -305,7 +305,8 @@ def invocations() -> dict[str, set[str]]:
                     paths.add("/" + text.split("{")[0].rstrip("/").removeprefix("f'").removeprefix('f"')
                               + ("/*" if isinstance(path, ast.JoinedStr) else ""))
                 if isinstance(node, ast.ImportFrom) and node.module == "functions.common.catalogue":
-                    paths.add("/api/products/*")
+                    calls = {"fetch_product": "/api/products/*", "fetch_products": "/api/products"}
+                    paths.update(calls[alias.name] for alias in node.names if alias.name in calls)
         if paths:
             found[package.name] = paths
     return found

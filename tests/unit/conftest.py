@@ -70,11 +70,21 @@ class SidecarMock:
         self.router = router
         self.published: list[dict] = []
         router.post(url__regex=rf"{SIDECAR}/v1.0/publish/pubsub/(?P<topic>[^/?]+)").mock(side_effect=self._publish)
+        # What products answers for its products, one by id or several (`?ids=`); an id missing
+        # here is no product. `catalogue_route` answers the list: `.respond(503)` takes it down.
+        self.catalogue: dict[str, dict] = {}
+        self.catalogue_route = router.get(url__regex=rf"{SIDECAR}/v1.0/invoke/products/method/api/products\?")
+        self.catalogue_route.mock(side_effect=self._products)
 
     def _publish(self, request: httpx.Request, topic: str) -> httpx.Response:
         event = json.loads(request.content)
         self.published.append({"topic": topic, **event})
         return httpx.Response(204)
+
+    def _products(self, request: httpx.Request) -> httpx.Response:
+        asked = request.url.params.get("ids", "").split(",")
+        found = [self.catalogue[product_id] for product_id in asked if product_id in self.catalogue]
+        return httpx.Response(200, json={"message": f"{len(found)} product(s)", "data": found, "total": len(found)})
 
     def events(self, topic: str) -> list[dict]:
         return [e for e in self.published if e["topic"] == topic]
@@ -94,6 +104,7 @@ class SidecarMock:
             "updatedAt": "2026-01-01T00:00:00Z",
         }
         self.invoke("products", f"api/products/{product_id}").respond(200, json={"message": "Product", "data": data})
+        self.catalogue[product_id] = data
         return data
 
     def invoke(self, app_id: str, path: str, method: str = "GET") -> respx.Route:

@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime, timedelta
 
+from functions.cart import checkout as checkout_module
 from functions.cart.models import Cart
 from functions.cart.subscriptions import empty_checked_out_lines
 from functions.common.consumers import EventContext, deliver
@@ -93,3 +94,20 @@ async def test_checkout_of_a_user_without_a_cart_or_with_odd_ids_changes_nothing
 
 async def test_a_malformed_checkout_event_is_dropped(client, dapr):
     assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, {"id": "evt_bad", "data": {"userId": "u"}}) == "DROP"
+
+
+async def test_lines_ordered_as_they_are_go_in_one_write(client, dapr, shopper, catalogue, monkeypatch):
+    cafe, miel, jabon = catalogue("Café"), catalogue("Miel"), catalogue("Jabón")
+    await fill(client, shopper, cafe, miel, jabon)
+    writes = []
+    real_update = checkout_module.store.update
+
+    async def counted(*args, **kwargs):
+        writes.append(args[2])
+        return await real_update(*args, **kwargs)
+
+    monkeypatch.setattr(checkout_module.store, "update", counted)
+    await empty_checked_out_lines(checkout(shopper, cafe, miel, jabon), context())
+
+    assert len(writes) == 1
+    assert (await Cart.get(shopper.id)).lines == {}

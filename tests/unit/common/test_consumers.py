@@ -88,6 +88,23 @@ async def test_a_permanent_failure_is_dropped_to_the_dead_letter(database):
     assert await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"])) is None
 
 
+async def test_a_handler_without_inbox_runs_every_delivery_and_leaves_no_record(database):
+    subscriptions = Subscriptions("payments")
+    recorder = Recorder(RuntimeError("database hiccup"), PermanentError("unknown order"))
+
+    @subscriptions.handler(StockReserved, inbox=False)
+    async def handler(event: StockReserved, context: EventContext) -> None:
+        await recorder.handle_stock_reserved(event, context)
+
+    delivered = cloud_event()
+
+    outcomes = [await deliver("payments", StockReserved, handler, delivered) for _ in range(4)]
+
+    assert outcomes == ["RETRY", "DROP", "SUCCESS", "SUCCESS"]  # its own records must decide a repeat
+    assert len(recorder.calls) == 4
+    assert await ProcessedEvent.get(inbox_key("payments", "stock_reserved", delivered["id"])) is None
+
+
 async def test_two_deliveries_of_one_event_at_once_run_the_handler_once(database):
     # One unique insert decides which delivery handles it (on one replica or several); the other
     # answers RETRY while the first is at work, and SUCCESS once it is done.
@@ -209,3 +226,21 @@ async def test_the_inbox_forgets_events_older_than_its_retention(database):
     await again.insert()
     assert await forget_old_events() == 0  # its hour was pruned already; the index was not asked twice
     assert await ProcessedEvent.get(recent.id) is not None
+
+
+def test_the_saga_and_email_handlers_keep_no_inbox_and_the_rest_do():
+    """The inbox is the default; a handler leaves it only where its own records make it
+    idempotent (tested with the handler alone). Changing this list needs those tests first."""
+    from functions.cart.subscriptions import subscriptions as cart
+    from functions.notifications.subscriptions import subscriptions as notifications
+    from functions.payments.subscriptions import subscriptions as payments
+    from functions.products.subscriptions import subscriptions as products
+
+    without = {(s.app_id, event.topic) for s in (cart, notifications, payments, products)
+               for event, func in s.handlers if not getattr(func, "uses_inbox", True)}
+    assert without == {
+        ("payments", "stock_reserved"), ("payments", "stock_rejected"), ("payments", "payment_processed"),
+        ("products", "order_created"), ("products", "order_cancelled"), ("products", "payment_processed"),
+        ("notifications", "welcome_flow"), ("notifications", "cart_removals"),
+        ("notifications", "invoice_processing"), ("notifications", "email_notification"),
+    }

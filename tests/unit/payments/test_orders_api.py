@@ -28,6 +28,9 @@ async def test_an_order_is_priced_by_products_never_by_the_client_or_the_cart(cl
     subtotal = 2 * 1250 + 990  # 3490; tax 19 % of it is 663.1 -> 663
     assert data == {"orderId": data["orderId"], "status": "pending", "total": 41.53, "totalCents": 4153, "currency": "USD"}
     assert cart.calls.last.request.headers["Authorization"] == customer.headers["Authorization"]
+    # Every product of the order priced in one call to products, whatever the number of lines.
+    [priced] = dapr.catalogue_route.calls
+    assert priced.request.url.params["ids"] == f"{cafe['id']},{miel['id']}"
 
     [order] = await orders_of(customer)
     assert str(order.id) == data["orderId"]
@@ -82,16 +85,14 @@ async def test_no_token_is_401(client, dapr, shop):
 
 
 async def test_a_product_gone_from_products_is_409_and_products_down_is_503(client, dapr, shop, customer):
-    gone = uuid.uuid4().hex[:24]
-    dapr.invoke("products", f"api/products/{gone}").respond(404, json={"message": "Product not found"})
+    gone = uuid.uuid4().hex[:24]  # not in products' catalogue: its answer leaves it out
     shop.cart((shop.product(), 1), ({"id": gone, "name": "Borrado", "price": 1.0}, 1))
     response = await place(client, customer)
     assert response.status_code == 409
     assert gone in response.json()["message"]
 
-    down = uuid.uuid4().hex[:24]
-    dapr.invoke("products", f"api/products/{down}").respond(503, json={"message": "unavailable"})
-    shop.cart(({"id": down, "name": "Caído", "price": 1.0}, 1))
+    dapr.catalogue_route.respond(503, json={"message": "unavailable"})
+    shop.cart((shop.product(), 1))
     assert (await place(client, customer)).status_code == 503
 
     dapr.invoke("cart", "api/cart/items").respond(500)

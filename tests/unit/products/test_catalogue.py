@@ -295,3 +295,27 @@ async def test_an_id_spelled_in_upper_case_names_no_product(client):
     assert (await client.get(f"/api/products/{product_id}")).status_code == 200
     upper = await client.get(f"/api/products/{product_id.upper()}")
     assert upper.status_code == 404 and upper.json()["message"] == "Product not found"
+
+
+async def test_several_products_are_read_by_id_in_one_call_in_the_order_asked(client, admin):
+    made = [(await client.post("/api/products", json=new_product(), headers=admin)).json()["data"] for _ in range(3)]
+    unknown, malformed = new_id(), "NOT-AN-ID"
+    ids = [made[2]["id"], unknown, made[0]["id"], malformed, made[2]["id"], made[1]["id"]]
+
+    response = await client.get("/api/products", params={"ids": ",".join(ids)})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [p["id"] for p in body["data"]] == [made[2]["id"], made[0]["id"], made[1]["id"]]
+    assert body["data"][1] == made[0] and body["total"] == 3
+
+
+async def test_ids_alone_or_refused_with_a_message(client):
+    cafe = CATALOGUE[0].id
+    for params in ({"ids": cafe, "q": "café"}, {"ids": cafe, "category": "Bebidas"},
+                   {"ids": ",".join(new_id() for _ in range(101))}):
+        response = await client.get("/api/products", params=params)
+        assert response.status_code == 400, params
+        assert response.json()["message"]
+    assert (await client.get("/api/products", params={"ids": ""})).json() == {
+        "message": "No products match", "data": [], "total": 0}
