@@ -15,8 +15,7 @@ app = create_app(
         "or payment_failed, or expired past its deadline), card payments through a replaceable processor, and invoices with "
         "gap-free sequential numbers. Publishes `order_created`, `cart_checkout`, "
         "`payment_processed`, `payment_failed`, `order_cancelled`, `invoice_processing`, "
-        "`email_notification` (POST /api/facture); consumes `stock_reserved`, `stock_rejected`, "
-        "`payment_processed`."
+        "`email_notification` (POST /api/facture); consumes `stock_reserved`, `stock_rejected`."
     ),
     models=[Order, Payment, InvoiceNumber, InvoiceSequence, SimulatedCharge, MailRequest],
     routers=[router],

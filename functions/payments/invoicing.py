@@ -15,7 +15,8 @@ So numbers never repeat (the index), and never skip: the search starts at the ye
 collision, so a number is written only after every lower one. `next` is raised (`$max`) to one
 past each number issued; it may lag, never lead. A number belongs to its order from the moment it
 is issued; if that order's invoicing could never finish (dead letter) the number still names it
-in the ledger, and re-driving the order's payment_processed event finishes the same invoice.
+in the ledger, and re-driving the order's stock_reserved event (its charge is on record) finishes
+the same invoice.
 
 Within one process an asyncio lock per year serialises the allocations, so concurrent orders do
 not collide on the index; across replicas a collision just retries with the next number.

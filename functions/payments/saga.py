@@ -4,12 +4,18 @@ Choreographed: each step reacts to the previous event. Products reserves and rel
 notifications mails the invoice; the order itself lives here, in payments.
 
     (placed: routes.place_order) ──▶ pending, staging order_created and cart_checkout
-    pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──payment_processed──▶ invoiced
+    pending ──stock_reserved──▶ stock_reserved ──charge approved──▶ paid ──▶ invoiced, in one write
+       │                              │       (+ payment_processed for products, invoice_processing)
        │                              ├──charge declined──▶ payment_failed (+ order_cancelled)
        │                              └──processor down, attempts spent──▶ payment_failed (same)
        └──stock_rejected──▶ rejected
     pending / stock_reserved ──deadline passed──▶ expired (+ order_cancelled)
-    paid ──deadline passed──▶ invoiced (the invoice step, run by the deadline sweep)
+    paid ──deadline passed──▶ invoiced (an order an earlier version left paid: the invoice step)
+
+An approved charge is invoiced in the same step: its number is taken from the ledger (keyed by
+the order, so a redelivery or a racing delivery finds the same one) before the one write that
+moves the order through paid to invoiced and stages both events. The invoice is not a hop of its
+own: payments does not consume the payment_processed it publishes (products does).
 
 Each step is one conditional update from the status it expects: it changes the status, appends
 the transition to the history and stages the step's events, all in one write. A redelivered,
@@ -206,18 +212,34 @@ async def settle_payment(order: Order, payment: Payment, event_id: str, passing:
     payment_failed and order_cancelled (products gives the stock back)."""
     order_id = order.id
     if payment.status == "approved":
-        to, reason = "paid", None
-        changes: dict[str, Any] = {"paymentId": payment.chargeId}
-        events: list[IntegrationEvent] = [
-            PaymentProcessed(orderId=order_id, paymentId=payment.chargeId, amountCents=payment.amountCents)
-        ]
-    else:
-        to, reason = "payment_failed", payment.reason or "Payment declined"
-        changes = {"paymentId": payment.chargeId or None, "failureReason": reason}
-        events = [PaymentFailed(orderId=order_id, reason=reason),
-                  OrderCancelled(orderId=order_id, reason=f"Payment failed: {reason}")]
-    return await transition(order.id, expected=("pending", "stock_reserved"), to=to, passing=passing,
+        paid = PaymentProcessed(orderId=order_id, paymentId=payment.chargeId, amountCents=payment.amountCents)
+        invoice_changes, invoiced = await _issue_invoice(order)
+        return await transition(order.id, expected=("pending", "stock_reserved"), to="invoiced",
+                                passing=(*passing, "paid"), event_id=event_id,
+                                changes={"paymentId": payment.chargeId, **invoice_changes}, events=[paid, invoiced])
+    reason = payment.reason or "Payment declined"
+    changes = {"paymentId": payment.chargeId or None, "failureReason": reason}
+    events = [PaymentFailed(orderId=order_id, reason=reason),
+              OrderCancelled(orderId=order_id, reason=f"Payment failed: {reason}")]
+    return await transition(order.id, expected=("pending", "stock_reserved"), to="payment_failed", passing=passing,
                             event_id=event_id, reason=reason, changes=changes, events=events)
+
+
+async def _issue_invoice(order: Order) -> tuple[dict[str, Any], InvoiceProcessing]:
+    """The order's invoice, numbered (the ledger's number, once per order): what the write that
+    invoices the order sets, and the invoice_processing event it stages."""
+    issued_at = now()
+    number = await allocate_invoice_number(order.id, issued_at.year)
+    issued = build_invoice(order, number, issued_at)
+    event = InvoiceProcessing(
+        orderId=order.id,
+        invoiceNumber=number,
+        userId=order.userId,
+        email=order.email,
+        lines=[line.contract() for line in issued.lines],
+        **issued.amounts(),
+    )
+    return {"invoiceNumber": number, "invoice": issued.model_dump()}, event
 
 
 async def reject(order_id: str, reason: str, event_id: str) -> None:
@@ -233,32 +255,14 @@ async def reject(order_id: str, reason: str, event_id: str) -> None:
 
 
 async def invoice(order_id: str, event_id: str) -> None:
-    """Paid: issue the invoice (its sequential number, lines, tax, total), move the order to
-    invoiced and stage invoice_processing (notifications renders and mails it)."""
+    """An order left paid (by an earlier version, which invoiced on its own payment_processed):
+    issue the invoice, move it to invoiced and stage invoice_processing. Run by the deadline sweep."""
     order = await load_order(order_id)
     if order.status != "paid":
-        log.info("order %s is %s; payment_processed %s changes nothing", order.id, order.status, event_id)
+        log.info("order %s is %s; %s changes nothing", order.id, order.status, event_id)
         return
-    issued_at = now()
-    number = await allocate_invoice_number(order.id, issued_at.year)
-    issued = build_invoice(order, number, issued_at)
-    await transition(
-        order.id,
-        expected="paid",
-        to="invoiced",
-        event_id=event_id,
-        changes={"invoiceNumber": number, "invoice": issued.model_dump()},
-        events=[
-            InvoiceProcessing(
-                orderId=order.id,
-                invoiceNumber=number,
-                userId=order.userId,
-                email=order.email,
-                lines=[line.contract() for line in issued.lines],
-                **issued.amounts(),
-            )
-        ],
-    )
+    changes, invoiced = await _issue_invoice(order)
+    await transition(order.id, expected="paid", to="invoiced", event_id=event_id, changes=changes, events=[invoiced])
 
 
 async def settle_overdue_orders() -> int:

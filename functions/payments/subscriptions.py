@@ -5,7 +5,7 @@ once per order, so a redelivered or racing event changes nothing (tests/unit/pay
 replays and races them with the handlers alone; tests/replicas across replicas)."""
 
 from functions.common.consumers import EventContext, Subscriptions
-from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
+from functions.common.contracts import StockRejected, StockReserved
 from functions.payments import APP_ID, saga
 
 subscriptions = Subscriptions(APP_ID)
@@ -19,8 +19,3 @@ async def charge_reserved_order(event: StockReserved, context: EventContext) -> 
 @subscriptions.handler(StockRejected, inbox=False)
 async def reject_order(event: StockRejected, context: EventContext) -> None:
     await saga.reject(event.orderId, event.reason, context.id)
-
-
-@subscriptions.handler(PaymentProcessed, inbox=False)
-async def invoice_paid_order(event: PaymentProcessed, context: EventContext) -> None:
-    await saga.invoice(event.orderId, context.id)

@@ -481,7 +481,7 @@ def serverless_scaling() -> None:
     say(f"  first notifications replica ready {watch.first_ready:.0f}s after the burst began; "
         f"at most {watch.most_asked} asked for, {watch.most_ready} ready")
     # KEDA's operator only ever asks for zero or one: a second replica is the HPA's decision, from
-    # the lag it read through the adapter (the burst's lag is over twice the overlay's threshold).
+    # the lag it read through the adapter (the burst's lag is many times the overlay's threshold).
     if watch.most_asked < 2:
         hpa = kubectl("get", "hpa", "-n", NAMESPACE, "-o", "yaml", check=False)
         raise RuntimeError(f"notifications never got a second replica from its lag; the HPA:\n{hpa}")

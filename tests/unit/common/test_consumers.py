@@ -239,7 +239,7 @@ def test_the_saga_and_email_handlers_keep_no_inbox_and_the_rest_do():
     without = {(s.app_id, event.topic) for s in (cart, notifications, payments, products)
                for event, func in s.handlers if not getattr(func, "uses_inbox", True)}
     assert without == {
-        ("payments", "stock_reserved"), ("payments", "stock_rejected"), ("payments", "payment_processed"),
+        ("payments", "stock_reserved"), ("payments", "stock_rejected"),
         ("products", "order_created"), ("products", "order_cancelled"), ("products", "payment_processed"),
         ("notifications", "welcome_flow"), ("notifications", "cart_removals"),
         ("notifications", "invoice_processing"), ("notifications", "email_notification"),

@@ -4,8 +4,8 @@ would) to payments' own handlers through `deliver`."""
 import uuid
 
 from functions.common.consumers import deliver
-from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
-from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, reject_order
+from functions.common.contracts import StockRejected, StockReserved
+from functions.payments.subscriptions import charge_reserved_order, reject_order
 
 
 def from_products(event) -> dict:
@@ -37,7 +37,3 @@ async def reserve(order_id: str) -> str:
 
 async def reject(order_id: str, reason: str = "Not enough stock for: Café") -> str:
     return await deliver("payments", StockRejected, reject_order, from_products(StockRejected.model_construct(orderId=order_id, reason=reason)))
-
-
-async def invoice(dapr, order_id: str) -> str:
-    return await deliver("payments", PaymentProcessed, invoice_paid_order, one(dapr, "payment_processed", order_id))

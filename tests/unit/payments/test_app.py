@@ -8,7 +8,7 @@ async def test_health_docs_and_subscriptions(client):
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/api/orders", "/api/orders/{order_id}", "/api/facture"} <= set(paths)
     subscriptions = {s["topic"]: s for s in (await client.get("/dapr/subscribe")).json()}
-    topics = {"stock_reserved", "stock_rejected", "payment_processed"}
+    topics = {"stock_reserved", "stock_rejected"}  # not its own payment_processed: it invoices in the charge step
     assert set(subscriptions) == topics | {f"dlq_payments_{t}" for t in topics}
     for topic in topics:
         assert subscriptions[topic]["route"] == f"/events/{topic}"

@@ -5,18 +5,19 @@ import uuid
 from datetime import UTC, datetime
 
 from functions.common.consumers import EventContext
-from functions.common.contracts import PaymentProcessed
+from functions.common.contracts import StockReserved
 from functions.common.ids import new_id
 from functions.payments.invoicing import allocate_invoice_number
-from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, OrderedLine, Transition
-from functions.payments.subscriptions import invoice_paid_order
+from functions.payments.models import InvoiceNumber, InvoiceSequence, Order, OrderedLine, Payment, Transition
+from functions.payments.subscriptions import charge_reserved_order
 
 # A year of its own, so other tests' invoices (this year's) do not interleave.
 YEAR = 2091
 
 
-async def paid_order(price_cents: int = 1000) -> Order:
-    """An order already paid, straight into the database (the earlier steps are tested elsewhere)."""
+async def charged_order(price_cents: int = 1000) -> Order:
+    """An order whose charge is recorded as approved, still stock_reserved, straight into the
+    database (the earlier steps are tested elsewhere): its stock_reserved then invoices it."""
     at = datetime.now(UTC)
     order = Order(
         id=new_id(),
@@ -28,14 +29,20 @@ async def paid_order(price_cents: int = 1000) -> Order:
         taxCents=round(price_cents * 0.19),
         totalCents=price_cents + round(price_cents * 0.19),
         currency="USD",
-        status="paid",
-        history=[Transition(status=s, at=at) for s in ("pending", "stock_reserved", "paid")],
+        status="stock_reserved",
+        history=[Transition(status=s, at=at) for s in ("pending", "stock_reserved")],
         paymentToken="tok_visa",
         idempotencyKey=f"auto:{uuid.uuid4().hex}",
-        paymentId="ch_test",
     )
     await order.insert()
+    await Payment(id=order.id, provider="simulated", chargeId="ch_test", status="approved",
+                  amountCents=order.totalCents, currency="USD").insert()
     return order
+
+
+async def charge_step(order: Order) -> None:
+    await charge_reserved_order(StockReserved(orderId=order.id),
+                                EventContext(id=f"evt_{uuid.uuid4().hex}", topic="stock_reserved"))
 
 
 def seq(number: str) -> int:
@@ -80,16 +87,8 @@ async def test_a_lagging_sequence_hint_costs_collisions_never_a_gap(client, dapr
 
 
 async def test_many_orders_invoiced_at_once_get_distinct_consecutive_numbers(client, dapr):
-    orders = [await paid_order(1000 + n) for n in range(25)]
-    await asyncio.gather(
-        *(
-            invoice_paid_order(
-                PaymentProcessed(orderId=str(o.id), paymentId="ch_test", amountCents=o.totalCents),
-                EventContext(id=f"evt_{uuid.uuid4().hex}", topic="payment_processed"),
-            )
-            for o in orders
-        )
-    )
+    orders = [await charged_order(1000 + n) for n in range(25)]
+    await asyncio.gather(*(charge_step(o) for o in orders))
     invoiced = [await Order.get(o.id) for o in orders]
     assert {o.status for o in invoiced} == {"invoiced"}
     numbers = [o.invoiceNumber for o in invoiced]
@@ -101,15 +100,12 @@ async def test_many_orders_invoiced_at_once_get_distinct_consecutive_numbers(cli
 
 
 async def test_a_crash_between_the_number_and_the_invoice_leaves_no_gap(client, dapr):
-    """The number is issued, then the process dies before the order is invoiced: the
-    redelivered payment_processed finishes the invoice with that same number."""
-    order = await paid_order()
+    """The charge is recorded and the number issued, then the process dies before the order is
+    invoiced: the redelivered stock_reserved finishes the invoice with that same number."""
+    order = await charged_order()
     number = await allocate_invoice_number(str(order.id), datetime.now(UTC).year)
     assert (await Order.get(order.id)).invoiceNumber is None  # the "crash": nothing else happened
 
-    await invoice_paid_order(
-        PaymentProcessed(orderId=str(order.id), paymentId="ch_test", amountCents=order.totalCents),
-        EventContext(id=f"evt_{uuid.uuid4().hex}", topic="payment_processed"),
-    )
+    await charge_step(order)
     invoiced = await Order.get(order.id)
     assert (invoiced.status, invoiced.invoiceNumber) == ("invoiced", number)

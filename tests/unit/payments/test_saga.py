@@ -7,13 +7,13 @@ from pathlib import Path
 import yaml
 
 from functions.common.consumers import EventContext, deliver
-from functions.common.contracts import PaymentProcessed, StockRejected, StockReserved
+from functions.common.contracts import StockRejected, StockReserved
 from functions.payments.models import InvoiceNumber, Order, Payment, SimulatedCharge
 from functions.payments.processor import get_processor
 from functions.payments.saga import give_up_charging
 from functions.payments.settings import get_settings
-from functions.payments.subscriptions import charge_reserved_order, invoice_paid_order, reject_order
-from tests.unit.payments.saga_steps import from_products, invoice, one, published, reject, reserve
+from functions.payments.subscriptions import charge_reserved_order, reject_order, subscriptions
+from tests.unit.payments.saga_steps import from_products, one, published, reject, reserve
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -36,20 +36,17 @@ def statuses(o: Order) -> list[str]:
 async def test_a_visa_order_is_paid_invoiced_and_its_invoice_mailed(client, dapr, shop, customer):
     order_id = await placed(client, shop, customer, "tok_visa")
 
+    # One step: the charge approved, the order is paid and invoiced by one write.
     assert await reserve(order_id) == "SUCCESS"
-    paid = await order(order_id)
-    assert statuses(paid) == ["pending", "stock_reserved", "paid"]
-    payment = await Payment.get(order_id)
-    assert (payment.status, payment.amountCents, payment.provider) == ("approved", 2975, "simulated")
-    assert paid.paymentId == payment.chargeId
-    assert one(dapr, "payment_processed", order_id)["data"] == {
-        "orderId": order_id, "paymentId": payment.chargeId, "amountCents": 2975,
-    }
-
-    assert await invoice(dapr, order_id) == "SUCCESS"
     invoiced = await order(order_id)
     assert invoiced.status == "invoiced"
     assert statuses(invoiced) == ["pending", "stock_reserved", "paid", "invoiced"]
+    payment = await Payment.get(order_id)
+    assert (payment.status, payment.amountCents, payment.provider) == ("approved", 2975, "simulated")
+    assert invoiced.paymentId == payment.chargeId
+    assert one(dapr, "payment_processed", order_id)["data"] == {
+        "orderId": order_id, "paymentId": payment.chargeId, "amountCents": 2975,
+    }
     number = invoiced.invoiceNumber
     assert number.startswith(f"INV-{invoiced.invoice.issuedAt.year}-") and len(number) == len("INV-2026-000001")
     assert (await InvoiceNumber.get(number)).orderId == order_id
@@ -64,10 +61,10 @@ async def test_a_visa_order_is_paid_invoiced_and_its_invoice_mailed(client, dapr
     assert (processing["subtotalCents"], processing["taxCents"], processing["currency"]) == (2500, 475, "USD")
     assert published(dapr, "email_notification", order_id) == []
 
-    # Each step's cause is in the history.
+    # Each step's cause is in the history: the order placed, then the one stock_reserved.
     events = [step.eventId for step in (await order(order_id)).history]
     assert events[0] == one(dapr, "order_created", order_id)["id"]
-    assert events[3] == one(dapr, "payment_processed", order_id)["id"]
+    assert events[1] == events[2] == events[3] and events[1].startswith("evt_")
     assert published(dapr, "payment_failed", order_id) == published(dapr, "order_cancelled", order_id) == []
 
     listed = (await client.get(f"/api/orders/{order_id}", headers=customer.headers)).json()["data"]
@@ -89,11 +86,9 @@ async def test_a_declined_card_fails_the_payment_and_cancels_the_order(client, d
     assert published(dapr, "payment_processed", order_id) == []
     assert await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id) is None
 
-    # A payment_processed for it (forged or misrouted) does not invoice it.
-    stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": order_id, "paymentId": "ch_x", "amountCents": 1}}
-    assert await deliver("payments", PaymentProcessed, invoice_paid_order, stray) == "SUCCESS"
-    assert (await order(order_id)).status == "payment_failed"
-    assert await InvoiceNumber.find_one(InvoiceNumber.orderId == order_id) is None
+    # Payments does not consume payment_processed (it invoices in the charge step): a forged or
+    # misrouted one has no way to invoice the order.
+    assert "payment_processed" not in {event.topic for event, _ in subscriptions.handlers}
 
 
 async def test_a_transient_processor_failure_is_retried_until_it_pays(client, dapr, shop, customer, processor):
@@ -109,12 +104,12 @@ async def test_a_transient_processor_failure_is_retried_until_it_pays(client, da
     assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
 
     paid = await order(order_id)
-    assert statuses(paid) == ["pending", "stock_reserved", "paid"]  # no step repeated by the retries
+    assert statuses(paid) == ["pending", "stock_reserved", "paid", "invoiced"]  # no step repeated by the retries
     assert paid.transientChargeFailures == 2
     assert (await Payment.get(order_id)).status == "approved"
     one(dapr, "payment_processed", order_id)
     assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"  # handled: skipped
-    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
+    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid", "invoiced"]
 
 
 async def test_a_processor_that_stays_down_fails_the_payment_after_the_allowed_attempts(client, dapr, shop, customer):
@@ -206,18 +201,16 @@ async def test_redelivered_events_change_nothing(client, dapr, shop, customer):
     order_id = await placed(client, shop, customer, "tok_visa")
     reserved = from_products(StockReserved(orderId=order_id))
     assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
-    await invoice(dapr, order_id)
     settled = await order(order_id)
+    assert settled.status == "invoiced"
     published_before = len(dapr.published)
 
-    # The same CloudEvents again (no inbox: the order's status decides).
+    # The same CloudEvent again (no inbox: the order's status decides).
     assert await deliver("payments", StockReserved, charge_reserved_order, reserved) == "SUCCESS"
-    assert await invoice(dapr, order_id) == "SUCCESS"
     # And duplicates under new ids: the status guards make each a no-op.
     context = EventContext(id=f"evt_{uuid.uuid4().hex}", topic="any")
     await charge_reserved_order(StockReserved(orderId=order_id), context)
     await reject_order(StockRejected(orderId=order_id, reason="late"), context)
-    await invoice_paid_order(PaymentProcessed(**one(dapr, "payment_processed", order_id)["data"]), context)
 
     again = await order(order_id)
     assert again.history == settled.history and again.status == "invoiced"
@@ -249,8 +242,10 @@ async def test_a_payment_is_never_charged_twice(client, dapr, shop, customer, pr
     assert set(calls) == {order_id}  # always with the order id as the idempotency key
     assert await SimulatedCharge.find({"_id": order_id}).count() == 1
     assert await Payment.find({"_id": order_id}).count() == 1
-    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid"]
+    assert statuses(await order(order_id)) == ["pending", "stock_reserved", "paid", "invoiced"]
     assert len({e["id"] for e in published(dapr, "payment_processed", order_id)}) == 1
+    assert len({e["id"] for e in published(dapr, "invoice_processing", order_id)}) == 1
+    assert await InvoiceNumber.find(InvoiceNumber.orderId == order_id).count() == 1
 
     # A Payment on record is the answer: the processor is not even asked again.
     calls.clear()
@@ -263,7 +258,5 @@ async def test_events_for_unknown_orders_are_dropped(client, dapr):
     for order_id in ("0" * 24, "not-an-order"):
         assert await reserve(order_id) == "DROP"
         assert await reject(order_id) == "DROP"
-    stray = {"id": f"evt_{uuid.uuid4().hex}", "data": {"orderId": "0" * 24, "paymentId": "ch_x", "amountCents": 1}}
-    assert await deliver("payments", PaymentProcessed, invoice_paid_order, stray) == "DROP"
     assert await deliver("payments", StockReserved, charge_reserved_order, {"id": "evt_x", "data": {}}) == "DROP"
     assert dapr.published == []
