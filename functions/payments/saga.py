@@ -208,7 +208,8 @@ async def charge(order_id: str, event_id: str) -> None:
 
 
 async def settle_payment(order: Order, payment: Payment, event_id: str, passing: tuple[OrderStatus, ...] = ()) -> bool:
-    """(pending →) stock_reserved → paid, staging payment_processed; or → payment_failed, staging
+    """Approved: (pending →) stock_reserved → paid → invoiced in one write, the invoice numbered
+    first, staging payment_processed and invoice_processing. Declined: → payment_failed, staging
     payment_failed and order_cancelled (products gives the stock back)."""
     order_id = order.id
     if payment.status == "approved":
