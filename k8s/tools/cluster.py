@@ -13,7 +13,8 @@ of the machine; its default route is an interface with nothing behind it, so wha
 
 The parts (measured facts in ../shared/notes/local-cluster.md): containerd and runc and the CNI
 plugins from Debian (installed when missing); kubelet, kube-controller-manager, kube-scheduler and
-kube-proxy built from k8s.io/kubernetes with k8s/tools/node/go.mod; the API server (etcd inside)
+kube-proxy built from k8s.io/kubernetes with k8s/tools/node/go.mod; kube-router's NetworkPolicy
+controller (k8s/tools/netpol), for the bridge plugin enforces none; the API server (etcd inside)
 is the one `kube.py` builds for the dry run; the pause image is built here from Kubernetes' own
 pause.c. Builds are cached in $SHOP_CACHE keyed by version and source; the running cluster's state
 is in $SHOP_CACHE/cluster-run, and `down` removes it. Linux, as root. Standard library only.
@@ -51,7 +52,7 @@ CLUSTER_DNS = NODE_IP
 API_PORT = 6443
 FRONT_PROXY_CLIENT = "front-proxy-client"  # the aggregation layer's client certificate, as kubeadm names it
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"  # kubeadm's for this Kubernetes version
-DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables",
+DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "ipset": "ipset",
                    "/usr/lib/cni/bridge": "containernetworking-plugins"}
 CNI_BIN = Path("/usr/lib/cni")
 
@@ -69,8 +70,11 @@ KEDA_VERSION = kube.KEDA_VERSION
 KEDA_BUILD = CACHE / f"keda-v{KEDA_VERSION}-{kube.source_stamp(TOOLS / 'keda', ('go.mod', 'go.sum'))}"
 KEDA_COMMANDS = {"keda": "operator", "keda-adapter": "adapter"}  # binary: github.com/kedacore/keda/v2/cmd/<package>
 HELM = CACHE / f"helm-v{HELM_VERSION}-{kube.source_stamp(TOOLS / 'helm', ('go.mod', 'go.sum'))}" / "helm"
+NETPOL_VERSION = kube.go_require(TOOLS / "netpol" / "go.mod", "github.com/cloudnativelabs/kube-router/v2")
+NETPOL_BUILD = CACHE / f"kube-router-v{NETPOL_VERSION}-{kube.source_stamp(TOOLS / 'netpol', ('go.mod', 'go.sum'))}"
+NETPOL = NETPOL_BUILD / "kube-router"
 # Started in this order, stopped in the reverse one.
-PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy")
+PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy", "netpol")
 TOKENS = {  # user, groups: what each client is to the API server's authorizers
     "admin": ("shop-admin", "system:masters"),
     "node": (f"system:node:{NODE}", "system:nodes"),
@@ -78,6 +82,7 @@ TOKENS = {  # user, groups: what each client is to the API server's authorizers
     "scheduler": ("system:kube-scheduler", ""),
     "controller-manager": ("system:kube-controller-manager", "system:masters"),
     "dns": ("shop-coredns", "system:masters"),
+    "netpol": ("shop-network-policies", "system:masters"),
 }
 
 STARTED = time.monotonic()
@@ -154,6 +159,12 @@ def helm() -> Path:
                    f"-X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}")
 
 
+def network_policies() -> Path:
+    """kube-router, for its NetworkPolicy controller only (k8s/tools/netpol; cold: about four minutes)."""
+    return go_tool(f"kube-router v{NETPOL_VERSION}", "netpol", NETPOL,
+                   "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", cgo=False)
+
+
 def keda() -> Path:
     """KEDA's operator and its metrics adapter, static as KEDA builds them (cold: about eight
     minutes for the operator, for the SDKs of every scaler it links; the adapter shares most)."""
@@ -210,6 +221,7 @@ def provision() -> None:
     kube.apiserver()
     pause_binary()
     coredns()
+    network_policies()
     dapr_binaries()
     helm()
     keda()
@@ -397,6 +409,13 @@ def command_of(name: str, tokens: dict[str, str]) -> list[str]:
                 f"--cert-dir={paths()['kubelet'] / 'pki'}", f"--node-ip={NODE_IP}", f"--hostname-override={NODE}"]
     if name == "proxy":
         return [str(bins / "kube-proxy"), f"--config={RUN / 'proxy.json'}"]
+    if name == "netpol":
+        # The bridge plugin ignores NetworkPolicies; kube-router's firewall enforces them (iptables
+        # and ipsets in the node's namespace, on the bridged traffic br_netfilter hands to them).
+        # Nothing else of kube-router: no routing, no BGP, no service proxy, no CNI of its own.
+        return [str(network_policies()), "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+                "--enable-cni=false", "--enable-ipv6=false", f"--kubeconfig={kubeconfig('netpol', tokens['netpol'])}",
+                f"--hostname-override={NODE}", "--health-port=0", "--metrics-port=0"]
     raise ValueError(name)
 
 
@@ -435,6 +454,11 @@ def kubectl(*args: str, capture: bool = True, timeout: float = 120) -> subproces
 def api_ready() -> bool:
     result = kubectl("get", "--raw", "/readyz")
     return result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+def firewall_ready() -> bool:
+    rules = run(*in_netns("iptables", "-S", "FORWARD"), check=False, capture=True).stdout
+    return "KUBE-ROUTER-FORWARD" in rules
 
 
 def node_ready() -> bool:
@@ -487,6 +511,9 @@ def up() -> None:
         for name in ("dns", "controller-manager", "scheduler", "kubelet", "proxy"):
             start(name, tokens)
         wait_for(f"node {NODE} Ready", node_ready, 180, "kubelet")
+        # kube-router reads its Node at start (and exits without it), so it starts after it.
+        start("netpol", tokens)
+        wait_for("NetworkPolicy enforcement (kube-router's chains)", firewall_ready, 60, "netpol")
     say(f"cluster up: KUBECONFIG={RUN / 'admin.kubeconfig'}, inside network namespace {NETNS} (`cluster.py kubectl`)")
 
 

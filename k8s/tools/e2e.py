@@ -406,6 +406,19 @@ def database_access() -> None:
                       SHOP_DATABASE_ADDRESS=f"{address}:27017")
 
 
+def network_policies() -> None:
+    """The NetworkPolicies enforced: tests/cluster starts probe pods that try the functions' app
+    and sidecar ports, Kafka and the database. A cluster whose network plugin ignores policies
+    fails it; SHOP_E2E_NETWORK_POLICIES=0 skips it there."""
+    if os.environ.get("SHOP_E2E_NETWORK_POLICIES") == "0":
+        say("NetworkPolicies: not checked (SHOP_E2E_NETWORK_POLICIES=0)")
+        return
+    argv = [str(kube.kubectl())] + (["--kubeconfig", str(cluster.RUN / "admin.kubeconfig")] if LOCAL else [])
+    with step("NetworkPolicies enforced: who reaches an app port, a sidecar, Kafka, the database"):
+        cluster_tests("test_network_policies.py", "the NetworkPolicy check", {},
+                      SHOP_KUBECTL=json.dumps(argv), SHOP_NAMESPACE=NAMESPACE)
+
+
 # --- serverless scaling --------------------------------------------------------------------------
 def notifications_scale() -> tuple[int, int, int]:
     """(replicas KEDA asked for, replicas ready, notifications pods present: terminating or not)."""
@@ -532,6 +545,7 @@ def main() -> int:
         wait_for_shop()
         journey()
         database_access()
+        network_policies()
         serverless_scaling()
     except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         say(f"FAILED: {exc}")

@@ -1,0 +1,130 @@
+"""The namespace's NetworkPolicies, enforced on a real cluster: probe pods (the shop's image, no
+sidecar) try to open a TCP connection to a function's app port, its daprd's service-invocation
+port, Kafka and the database, and the policies decide who gets through. Every target listens (its
+pod is Ready), so a connection refused (a policy's REJECT) or timed out (its DROP) is blocked.
+
+Run by `task k8s:e2e` after the journey, from the cluster's network, told how to call kubectl.
+The local cluster enforces the policies with kube-network-policies (k8s/tools/netpol); on a
+cluster whose network plugin ignores NetworkPolicies this fails, and says so."""
+
+import json
+import os
+import subprocess
+import textwrap
+import uuid
+
+import pytest
+
+KUBECTL = json.loads(os.environ.get("SHOP_KUBECTL", "[]"))
+NAMESPACE = os.environ.get("SHOP_NAMESPACE", "shop")
+# The Ingress controller's namespace as k8s/base/network-policies.yaml names it.
+INGRESS_NAMESPACE = "ingress-nginx"
+
+pytestmark = pytest.mark.skipif(not KUBECTL, reason="runs on a cluster only: task k8s:e2e")
+
+PROBE = textwrap.dedent("""
+    import json, socket, sys, time
+    # The policy controller learns a new pod's address a moment after it starts: a target counts
+    # as blocked only if no attempt reached it in the whole window.
+    deadline = time.monotonic() + 30
+    seen = {target: "blocked" for target in sys.argv[1:]}
+    while time.monotonic() < deadline and "blocked" in seen.values():
+        for target in [t for t, outcome in seen.items() if outcome == "blocked"]:
+            host, port = target.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=3).close()
+                seen[target] = "reached"
+            except OSError:
+                pass
+        time.sleep(1)
+    print(json.dumps(seen))
+""")
+# Who may reach what (k8s/base and k8s/overlays/dev network-policies.yaml).
+EXPECTED = {
+    "a pod of the namespace": {"app port": "blocked", "sidecar": "blocked", "kafka": "blocked", "database": "blocked"},
+    "a function's pod": {"app port": "blocked", "sidecar": "reached", "kafka": "reached", "database": "reached"},
+    "the Ingress controller": {"app port": "reached", "sidecar": "blocked", "kafka": "blocked", "database": "blocked"},
+}
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run([*KUBECTL, *args], input=stdin, capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def pod_ip(name: str) -> str:
+    return kubectl("get", "pod", name, "-n", NAMESPACE, "-o", "jsonpath={.status.podIP}").strip()
+
+
+def function_pod(function: str) -> dict:
+    pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/name={function}",
+                              "-o", "json"))["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+    assert running, f"no running pod of {function}"
+    return running[0]
+
+
+def probe_pod(name: str, namespace: str, labels: dict[str, str], image: str, targets: list[str]) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/name": "network-probe", **labels}},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            # What the namespace's Pod Security "restricted" asks of any pod.
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c", PROBE, *targets],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                              "limits": {"cpu": "200m", "memory": "64Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def seen() -> dict[str, dict[str, str]]:
+    """What each probe reached, by probe and by target."""
+    notifications = function_pod("notifications")
+    [app] = [c for c in notifications["spec"]["containers"] if c["name"] != "daprd"]
+    app_port = next(p["containerPort"] for p in app["ports"] if p.get("name") == "http")
+    address = notifications["status"]["podIP"]
+    targets = {"app port": f"{address}:{app_port}", "sidecar": f"{address}:50002",
+               "kafka": f"{pod_ip('kafka-0')}:9092", "database": f"{pod_ip('mongodb-0')}:27017"}
+    # A cluster with ingress-nginx installed keeps its namespace: only a namespace made here goes.
+    made_namespace = not kubectl("get", "namespace", INGRESS_NAMESPACE, "--ignore-not-found", "-o", "name").strip()
+    if made_namespace:
+        kubectl("create", "namespace", INGRESS_NAMESPACE)
+    run = uuid.uuid4().hex[:6]
+    probes = {
+        "a pod of the namespace": (f"probe-stranger-{run}", NAMESPACE, {}),
+        "a function's pod": (f"probe-function-{run}", NAMESPACE, {"app.kubernetes.io/component": "function"}),
+        "the Ingress controller": (f"probe-ingress-{run}", INGRESS_NAMESPACE, {}),
+    }
+    try:
+        for name, namespace, labels in probes.values():
+            kubectl("apply", "-f", "-", stdin=json.dumps(probe_pod(name, namespace, labels, app["image"],
+                                                                   list(targets.values()))))
+        results = {}
+        for probe, (name, namespace, _) in probes.items():
+            kubectl("wait", f"pod/{name}", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded",
+                    "--timeout=180s")
+            reached = json.loads(kubectl("logs", name, "-n", namespace).strip().splitlines()[-1])
+            results[probe] = {what: reached[target] for what, target in targets.items()}
+        return results
+    finally:
+        for name, namespace, _ in probes.values():
+            kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false", check=False)
+        if made_namespace:
+            kubectl("delete", "namespace", INGRESS_NAMESPACE, "--wait=false", check=False)
+
+
+def test_nothing_reaches_the_shop_but_what_the_policies_allow(seen: dict[str, dict[str, str]]) -> None:
+    if all(outcome == "reached" for targets in seen.values() for outcome in targets.values()):
+        pytest.fail("every probe reached every pod: this cluster's network plugin does not enforce NetworkPolicies "
+                    "(`SHOP_E2E_NETWORK_POLICIES=0 task k8s:e2e` skips this check)")
+    assert seen == EXPECTED
