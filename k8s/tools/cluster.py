@@ -14,7 +14,8 @@ of the machine; its default route is an interface with nothing behind it, so wha
 The parts (measured facts in ../shared/notes/local-cluster.md): containerd and runc and the CNI
 plugins from Debian (installed when missing); kubelet, kube-controller-manager, kube-scheduler and
 kube-proxy built from k8s.io/kubernetes with k8s/tools/node/go.mod; kube-router's NetworkPolicy
-controller (k8s/tools/netpol), for the bridge plugin enforces none; the API server (etcd inside)
+controller (k8s/tools/netpol), for the bridge plugin enforces none; metrics-server
+(k8s/tools/metrics) for the HPAs of CPU triggers; the API server (etcd inside)
 is the one `kube.py` builds for the dry run; the pause image is built here from Kubernetes' own
 pause.c. Builds are cached in $SHOP_CACHE keyed by version and source; the running cluster's state
 is in $SHOP_CACHE/cluster-run, and `down` removes it. Linux, as root. Standard library only.
@@ -73,8 +74,14 @@ HELM = CACHE / f"helm-v{HELM_VERSION}-{kube.source_stamp(TOOLS / 'helm', ('go.mo
 NETPOL_VERSION = kube.go_require(TOOLS / "netpol" / "go.mod", "github.com/cloudnativelabs/kube-router/v2")
 NETPOL_BUILD = CACHE / f"kube-router-v{NETPOL_VERSION}-{kube.source_stamp(TOOLS / 'netpol', ('go.mod', 'go.sum'))}"
 NETPOL = NETPOL_BUILD / "kube-router"
+METRICS_VERSION = kube.go_require(TOOLS / "metrics" / "go.mod", "sigs.k8s.io/metrics-server")
+METRICS_STAMP = kube.source_stamp(TOOLS / "metrics", ("go.mod", "go.sum"))
+METRICS_BUILD = CACHE / f"metrics-server-v{METRICS_VERSION}-{METRICS_STAMP}"
+METRICS_SERVER = METRICS_BUILD / "metrics-server"
+METRICS_PORT = 4443  # on the node's address, behind the Service the resource metrics APIService names
 # Started in this order, stopped in the reverse one.
-PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy", "netpol")
+PROCESSES = ("containerd", "apiserver", "dns", "controller-manager", "scheduler", "kubelet", "proxy", "netpol",
+             "metrics")
 TOKENS = {  # user, groups: what each client is to the API server's authorizers
     "admin": ("shop-admin", "system:masters"),
     "node": (f"system:node:{NODE}", "system:nodes"),
@@ -83,6 +90,7 @@ TOKENS = {  # user, groups: what each client is to the API server's authorizers
     "controller-manager": ("system:kube-controller-manager", "system:masters"),
     "dns": ("shop-coredns", "system:masters"),
     "netpol": ("shop-network-policies", "system:masters"),
+    "metrics": ("shop-metrics-server", "system:masters"),
 }
 
 STARTED = time.monotonic()
@@ -165,6 +173,12 @@ def network_policies() -> Path:
                    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", cgo=False)
 
 
+def metrics_server() -> Path:
+    """The resource metrics API (k8s/tools/metrics), which the HPAs behind KEDA's CPU triggers read."""
+    return go_tool(f"metrics-server v{METRICS_VERSION}", "metrics", METRICS_SERVER,
+                   "sigs.k8s.io/metrics-server/cmd/metrics-server", cgo=False)
+
+
 def keda() -> Path:
     """KEDA's operator and its metrics adapter, static as KEDA builds them (cold: about eight
     minutes for the operator, for the SDKs of every scaler it links; the adapter shares most)."""
@@ -222,6 +236,7 @@ def provision() -> None:
     pause_binary()
     coredns()
     network_policies()
+    metrics_server()
     dapr_binaries()
     helm()
     keda()
@@ -416,6 +431,12 @@ def command_of(name: str, tokens: dict[str, str]) -> list[str]:
         return [str(network_policies()), "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
                 "--enable-cni=false", "--enable-ipv6=false", f"--kubeconfig={kubeconfig('netpol', tokens['netpol'])}",
                 f"--hostname-override={NODE}", "--health-port=0", "--metrics-port=0"]
+    if name == "metrics":
+        metrics = kubeconfig("metrics", tokens["metrics"])
+        return [str(metrics_server()), f"--kubeconfig={metrics}", f"--authentication-kubeconfig={metrics}",
+                f"--authorization-kubeconfig={metrics}", f"--bind-address={NODE_IP}", f"--secure-port={METRICS_PORT}",
+                f"--cert-dir={RUN / 'metrics-server'}", "--kubelet-insecure-tls",
+                "--kubelet-preferred-address-types=InternalIP", "--metric-resolution=15s", "--profiling=false"]
     raise ValueError(name)
 
 
@@ -454,6 +475,31 @@ def kubectl(*args: str, capture: bool = True, timeout: float = 120) -> subproces
 def api_ready() -> bool:
     result = kubectl("get", "--raw", "/readyz")
     return result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+def resource_metrics_api() -> None:
+    """metrics.k8s.io served by the metrics-server on the node: its APIService, through a Service
+    whose one endpoint is the node's address (the API server reaches it through kube-proxy).
+    Self-signed serving certificate, as metrics-server makes it: this cluster's only."""
+    objects = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": METRICS_PORT, "protocol": "TCP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "metrics-server-node", "namespace": "kube-system",
+                      "labels": {"kubernetes.io/service-name": "metrics-server"}},
+         "addressType": "IPv4", "endpoints": [{"addresses": [NODE_IP]}],
+         "ports": [{"name": "https", "port": METRICS_PORT, "protocol": "TCP"}]},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+         "metadata": {"name": "v1beta1.metrics.k8s.io"},
+         "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": True,
+                  "groupPriorityMinimum": 100, "versionPriority": 100,
+                  "service": {"namespace": "kube-system", "name": "metrics-server", "port": 443}}},
+    ]
+    path = RUN / "metrics-server.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=1))
+    applied = kubectl("apply", "-f", str(path))
+    if applied.returncode != 0:
+        raise SystemExit(f"the resource metrics API: {applied.stderr.strip()}")
 
 
 def firewall_ready() -> bool:
@@ -514,6 +560,8 @@ def up() -> None:
         # kube-router reads its Node at start (and exits without it), so it starts after it.
         start("netpol", tokens)
         wait_for("NetworkPolicy enforcement (kube-router's chains)", firewall_ready, 60, "netpol")
+        start("metrics", tokens)
+        resource_metrics_api()
     say(f"cluster up: KUBECONFIG={RUN / 'admin.kubeconfig'}, inside network namespace {NETNS} (`cluster.py kubectl`)")
 
 

@@ -224,6 +224,11 @@ def kubectl(*args: str, check: bool = True, timeout: float = 600) -> str:
     return result.stdout
 
 
+def kubectl_argv() -> list[str]:
+    """kubectl as a test run in the cluster's network calls it."""
+    return [str(kube.kubectl())] + (["--kubeconfig", str(cluster.RUN / "admin.kubeconfig")] if LOCAL else [])
+
+
 def in_cluster_net(cmd: list[str]) -> list[str]:
     return cmd if not LOCAL else cluster.in_netns(*cmd)
 
@@ -413,10 +418,9 @@ def network_policies() -> None:
     if os.environ.get("SHOP_E2E_NETWORK_POLICIES") == "0":
         say("NetworkPolicies: not checked (SHOP_E2E_NETWORK_POLICIES=0)")
         return
-    argv = [str(kube.kubectl())] + (["--kubeconfig", str(cluster.RUN / "admin.kubeconfig")] if LOCAL else [])
     with step("NetworkPolicies enforced: who reaches an app port, a sidecar, Kafka, the database"):
         cluster_tests("test_network_policies.py", "the NetworkPolicy check", {},
-                      SHOP_KUBECTL=json.dumps(argv), SHOP_NAMESPACE=NAMESPACE)
+                      SHOP_KUBECTL=json.dumps(kubectl_argv()), SHOP_NAMESPACE=NAMESPACE)
 
 
 # --- serverless scaling --------------------------------------------------------------------------
@@ -463,7 +467,8 @@ def external_metrics_served() -> bool:
 
 
 def serverless_scaling() -> None:
-    """notifications handed to KEDA: to zero when idle, woken by its topics' lag, back to zero."""
+    """users on CPU (see cpu_scaling); notifications handed to KEDA: to zero when idle, woken by its
+    topics' lag, back to zero."""
     if os.environ.get("SHOP_E2E_INSTALL_KEDA") != "0":  # else the cluster's own KEDA, wherever it runs
         with step("KEDA's operator and metrics adapter Ready"):
             for deployment in ("keda-operator", "keda-metrics-apiserver"):
@@ -476,6 +481,8 @@ def serverless_scaling() -> None:
                                    + kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "yaml"))
             time.sleep(2)
     apply_overlay(SCALING_OVERLAY)
+    # First, while users is still at one replica: the registrations of the burst below load it too.
+    cpu_scaling()
     with step("KEDA scales notifications to zero (no lag on its topics)"):
         wait_for_zero(300)
     watch = ScaleWatch()
@@ -498,6 +505,33 @@ def serverless_scaling() -> None:
     if watch.most_asked < 2:
         hpa = kubectl("get", "hpa", "-n", NAMESPACE, "-o", "yaml", check=False)
         raise RuntimeError(f"notifications never got a second replica from its lag; the HPA:\n{hpa}")
+
+
+def resource_metrics_served() -> bool:
+    """metrics.k8s.io answered behind the API server (the cluster's metrics-server)."""
+    service = json.loads(kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "json", check=False) or "{}")
+    return any(c["type"] == "Available" and c["status"] == "True"
+               for c in service.get("status", {}).get("conditions", []))
+
+
+def cpu_scaling() -> None:
+    """users on KEDA's CPU trigger (prod's only trigger for it): logins ask for a second replica."""
+    with step("the resource metrics API served (metrics-server, through the API server)"):
+        deadline = time.monotonic() + 120
+        while not resource_metrics_served():
+            if time.monotonic() > deadline:
+                where = (f"see {cluster.RUN / 'logs' / 'metrics.log'}" if LOCAL
+                         else "a cluster of your own needs metrics-server for CPU triggers")
+                raise RuntimeError(f"the APIService v1beta1.metrics.k8s.io is not Available ({where}): "
+                                   + kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "yaml", check=False))
+            time.sleep(2)
+    with step("a stream of logins: KEDA's CPU trigger gives users a second replica, no login fails"):
+        try:
+            cluster_tests("test_cpu_scaling.py", "users' scaling on CPU", service_urls(), SHOP_CPU_SCALING="1",
+                          SHOP_KUBECTL=json.dumps(kubectl_argv()), SHOP_NAMESPACE=NAMESPACE)
+        except RuntimeError:
+            print(kubectl("get", "hpa", "-n", NAMESPACE, "-o", "yaml", check=False), file=sys.stderr)
+            raise
 
 
 def report() -> None:

@@ -35,6 +35,9 @@ def test_an_event_no_handler_can_take_is_parked_listed_and_replayed() -> None:
     assert listing.returncode == 0 and letter_id in listing.stdout + listing.stderr, listing
 
     assert stack.replay_dead_letters([letter_id]) == 1
-    # Replayed to stock_reserved: still no such order, so it comes back to the dead letter.
-    again = eventually(lambda: (p := parked(letter_id)) and p["receipts"] == 2 and p, "the replay to be dead-lettered again")
+    # Replayed to stock_reserved: still no such order, so it comes back to the dead letter. The
+    # replay crosses two topics and two consumers again; on a loaded machine (a CI run beside a
+    # Go build) that once took over 45 s.
+    again = eventually(lambda: (p := parked(letter_id)) and p["receipts"] == 2 and p,
+                       "the replay to be dead-lettered again", 120)
     assert (again["replays"], again["cloudEvent"]["id"]) == (1, event_id)
