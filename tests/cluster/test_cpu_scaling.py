@@ -6,17 +6,15 @@ replicas), told how to call kubectl."""
 
 import json
 import os
-import subprocess
 import threading
 import time
 
 import httpx
 import pytest
 
+from tests.cluster.cluster import KUBECTL, NAMESPACE, kubectl
 from tests.e2e.shop import api, new_customer
 
-KUBECTL = json.loads(os.environ.get("SHOP_KUBECTL", "[]"))
-NAMESPACE = os.environ.get("SHOP_NAMESPACE", "shop")
 LOGGING_IN = 4  # concurrent logins: within users' hash queue (SHOP_PASSWORD_HASH_QUEUE), so none is turned away
 WITHIN = 240  # seconds for the second replica: metrics every 15 s, the HPA every second (the local cluster)
 
@@ -27,9 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 def users_replicas() -> tuple[int, int]:
     """(replicas asked for, replicas ready) of users."""
-    result = subprocess.run([*KUBECTL, "get", "deployment", "users", "-n", NAMESPACE, "-o", "json"],
-                            capture_output=True, text=True, timeout=60, check=True)
-    deployment = json.loads(result.stdout)
+    deployment = json.loads(kubectl("get", "deployment", "users", "-n", NAMESPACE, "-o", "json"))
     return deployment["spec"].get("replicas", 1), deployment.get("status", {}).get("readyReplicas", 0)
 
 

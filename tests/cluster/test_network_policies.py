@@ -8,15 +8,13 @@ The local cluster enforces the policies with kube-network-policies (k8s/tools/ne
 cluster whose network plugin ignores NetworkPolicies this fails, and says so."""
 
 import json
-import os
-import subprocess
 import textwrap
 import uuid
 
 import pytest
 
-KUBECTL = json.loads(os.environ.get("SHOP_KUBECTL", "[]"))
-NAMESPACE = os.environ.get("SHOP_NAMESPACE", "shop")
+from tests.cluster.cluster import KUBECTL, NAMESPACE, kubectl
+
 # The Ingress controller's namespace as k8s/base/network-policies.yaml names it.
 INGRESS_NAMESPACE = "ingress-nginx"
 
@@ -45,13 +43,6 @@ EXPECTED = {
     "a function's pod": {"app port": "blocked", "sidecar": "reached", "kafka": "reached", "database": "reached"},
     "the Ingress controller": {"app port": "reached", "sidecar": "blocked", "kafka": "blocked", "database": "blocked"},
 }
-
-
-def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run([*KUBECTL, *args], input=stdin, capture_output=True, text=True, timeout=180)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
 
 
 def pod_ip(name: str) -> str:
