@@ -224,11 +224,6 @@ def kubectl(*args: str, check: bool = True, timeout: float = 600) -> str:
     return result.stdout
 
 
-def kubectl_argv() -> list[str]:
-    """kubectl as a test run in the cluster's network calls it."""
-    return [str(kube.kubectl())] + (["--kubeconfig", str(cluster.RUN / "admin.kubeconfig")] if LOCAL else [])
-
-
 def in_cluster_net(cmd: list[str]) -> list[str]:
     return cmd if not LOCAL else cluster.in_netns(*cmd)
 
@@ -383,8 +378,11 @@ def service_urls() -> dict[str, str]:
 
 
 def cluster_tests(test_file: str, what: str, urls: dict[str, str], **env: str) -> None:
-    """tests/cluster/<test_file>, from inside the cluster's network, told where each Service answers."""
-    env = {**os.environ, "SHOP_API_URLS": json.dumps(urls), **env}
+    """tests/cluster/<test_file>, from inside the cluster's network, told where each Service answers
+    and how to call kubectl (tests/cluster/cluster.py)."""
+    kubectl_argv = [str(kube.kubectl())] + (["--kubeconfig", str(cluster.RUN / "admin.kubeconfig")] if LOCAL else [])
+    env = {**os.environ, "SHOP_API_URLS": json.dumps(urls), "SHOP_KUBECTL": json.dumps(kubectl_argv),
+           "SHOP_NAMESPACE": NAMESPACE, **env}
     python = str(ROOT / ".venv" / "bin" / "python")
     pytest = [python, "-m", "pytest", f"tests/cluster/{test_file}", "-q", "-p", "no:cacheprovider"]
     if subprocess.run(in_cluster_net(pytest), cwd=ROOT, env=env).returncode != 0:
@@ -419,8 +417,7 @@ def network_policies() -> None:
         say("NetworkPolicies: not checked (SHOP_E2E_NETWORK_POLICIES=0)")
         return
     with step("NetworkPolicies enforced: who reaches an app port, a sidecar, Kafka, the database"):
-        cluster_tests("test_network_policies.py", "the NetworkPolicy check", {},
-                      SHOP_KUBECTL=json.dumps(kubectl_argv()), SHOP_NAMESPACE=NAMESPACE)
+        cluster_tests("test_network_policies.py", "the NetworkPolicy check", {})
 
 
 # --- serverless scaling --------------------------------------------------------------------------
@@ -522,8 +519,7 @@ def cpu_scaling() -> None:
                              "CPU triggers need metrics-server in the cluster; SHOP_E2E_CPU_SCALING=0 skips this")
     with step("a stream of logins: KEDA's CPU trigger gives users a second replica, no login fails"):
         try:
-            cluster_tests("test_cpu_scaling.py", "users' scaling on CPU", service_urls(), SHOP_CPU_SCALING="1",
-                          SHOP_KUBECTL=json.dumps(kubectl_argv()), SHOP_NAMESPACE=NAMESPACE)
+            cluster_tests("test_cpu_scaling.py", "users' scaling on CPU", service_urls(), SHOP_CPU_SCALING="1")
         except RuntimeError:
             print(kubectl("get", "hpa", "-n", NAMESPACE, "-o", "yaml", check=False), file=sys.stderr)
             raise
