@@ -44,6 +44,7 @@ LOGS = STATE / "logs"
 KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT, PG_PORT = 9092, 9093, 27017, 5433
 FUNCTIONS = {"users": 8001, "products": 8002, "cart": 8003, "payments": 8004, "notifications": 8005}
 SIDECAR_HTTP = {name: 3501 + i for i, name in enumerate(FUNCTIONS)}
+SIDECAR_GRPC = {name: 3601 + i for i, name in enumerate(FUNCTIONS)}  # the API the functions publish through
 # The sidecars' other listeners, as dapr/dapr.yaml sets them: gRPC API, internal gRPC, metrics.
 SIDECAR_OTHER_PORTS = [base + i for base in (3601, 3701, 9191) for i in range(len(FUNCTIONS))]
 
@@ -339,6 +340,12 @@ def command_lines() -> list[tuple[int, list[str]]]:
     return found
 
 
+def bare_daprd_app_env(http_port: int) -> dict[str, str]:
+    """What an app beside `bare_daprd_cmd(..., http_port, ...)` is told of its sidecar, as `dapr run`
+    tells it: the HTTP API (service invocation) and the gRPC API (publishing)."""
+    return {"DAPR_HTTP_PORT": str(http_port), "DAPR_GRPC_PORT": str(http_port + 10)}
+
+
 def bare_daprd_cmd(app_id: str, http_port: int, *, resources: Path, config: Path, app_port: int | None = None) -> list[str]:
     """A daprd of its own, without the CLI (tests, the benchmark's floor), every listener on
     loopback: HTTP on `http_port`, gRPC, internal gRPC and metrics on `http_port` + 10, 20, 30.
@@ -574,7 +581,7 @@ def dapr_run_cmd(name: str) -> list[str]:
     i, port = list(FUNCTIONS).index(name), FUNCTIONS[name]
     return [
         str(DAPR_CLI), "run", "--app-id", name, "--app-port", str(port), "--app-protocol", "http",
-        "--dapr-http-port", str(SIDECAR_HTTP[name]), "--dapr-grpc-port", str(3601 + i),
+        "--dapr-http-port", str(SIDECAR_HTTP[name]), "--dapr-grpc-port", str(SIDECAR_GRPC[name]),
         "--dapr-internal-grpc-port", str(3701 + i), "--metrics-port", str(9191 + i),
         "--dapr-listen-addresses", "127.0.0.1",
         "--resources-path", str(ROOT / "components"), "--resources-path", str(ROOT / "dapr"),

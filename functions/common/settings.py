@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     pubsub_name: str = Field("pubsub", alias="SHOP_PUBSUB_NAME")
     dapr_host: str = Field("127.0.0.1", alias="DAPR_HOST")
     dapr_http_port: int = Field(3500, alias="DAPR_HTTP_PORT")
+    # Set by `dapr run` and by Dapr's sidecar injector, as DAPR_HTTP_PORT is.
+    dapr_grpc_port: int = Field(50001, alias="DAPR_GRPC_PORT")
     dapr_timeout_seconds: float = Field(10.0, alias="SHOP_DAPR_TIMEOUT_SECONDS")
     # Dapr's own names: the token the sidecar requires of callers of its API, and the one it
     # sends the app on every call (checked on the subscription routes). Both secrets.

@@ -148,6 +148,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     subscriptions: Subscriptions | None = None,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     jobs: Sequence[Periodic] = (),
     settings_kind: type[Settings] = Settings,
 ) -> FastAPI:
@@ -171,6 +172,8 @@ def create_app(
         yield
         for job in jobs:
             await job.stop()
+        for hook in on_shutdown:
+            await hook()
         await sidecar.close()
         await db.close_db()
 

@@ -1,6 +1,6 @@
 from functions.common.periodic import Periodic
 from functions.common.web import create_app
-from functions.notifications import APP_ID
+from functions.notifications import APP_ID, mailer
 from functions.notifications.models import Email, VerifiedAddress
 from functions.notifications.routes import router
 from functions.notifications.sending import RESEND_SWEEP_SECONDS, resend_stalled
@@ -19,6 +19,7 @@ app = create_app(
     models=[Email, VerifiedAddress],
     routers=[router],
     subscriptions=subscriptions,
+    on_shutdown=[mailer.close],
     jobs=[Periodic("stalled e-mails", resend_stalled, RESEND_SWEEP_SECONDS, wait_first=True)],
     settings_kind=NotificationsSettings,
 )

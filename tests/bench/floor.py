@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
+from functions.common import sidecar
 from tests.stack import stack
 
 # Topics from a placed order to its invoice e-mail: order_created, stock_reserved, invoice_processing
@@ -60,9 +61,9 @@ CHAIN_TIMEOUT = 60.0
 # --- one hop: run by uvicorn in its own process, beside its own daprd ---------------------------
 def hop_app() -> FastAPI:
     """Relays each event of FLOOR_TOPIC to FLOOR_NEXT_TOPIC through this hop's sidecar, as a saga
-    step publishes its next event; the last hop (no next topic) reports the arrival instead."""
+    step publishes its next event (a CloudEvent of its own, through the functions' own publish:
+    the sidecar's gRPC API); the last hop (no next topic) reports the arrival instead."""
     topic, next_topic = os.environ["FLOOR_TOPIC"], os.environ.get("FLOOR_NEXT_TOPIC")
-    publish_url = f"http://127.0.0.1:{os.environ['FLOOR_DAPR_HTTP_PORT']}/v1.0/publish/{PUBSUB}/{next_topic}"
     collector_url = f"http://127.0.0.1:{COLLECTOR_PORT}/"
     client = httpx.AsyncClient(timeout=CHAIN_TIMEOUT, trust_env=False)  # no proxy between loopback ports
     app = FastAPI()
@@ -76,10 +77,13 @@ def hop_app() -> FastAPI:
         arrived = time.monotonic()
         data = (await request.json())["data"]
         if next_topic:
-            response = await client.post(publish_url, params={"metadata.partitionKey": data["id"]}, json=data)
+            await sidecar.publish_cloud_event(next_topic, {
+                "specversion": "1.0", "id": f"evt_{uuid.uuid4().hex}", "source": "floor", "type": "floor.hop.v1",
+                "datacontenttype": "application/json", "data": data,
+            }, data["id"])
         else:
             response = await client.post(collector_url, json={"id": data["id"], "at": arrived})
-        response.raise_for_status()
+            response.raise_for_status()
         return {"status": "SUCCESS"}
 
     return app
@@ -218,7 +222,7 @@ def hops_running(topics: list[str], folder: Path) -> Iterator[None]:
     try:
         for i, topic in enumerate(topics):
             app_id = f"floor-hop{i + 1}"
-            app_env = {**os.environ, "FLOOR_TOPIC": topic, "FLOOR_DAPR_HTTP_PORT": str(PORT_BASE + i),
+            app_env = {**os.environ, "FLOOR_TOPIC": topic, **stack.bare_daprd_app_env(PORT_BASE + i),
                        **({"FLOOR_NEXT_TOPIC": topics[i + 1]} if i + 1 < len(topics) else {})}
             with open(stack.LOGS / f"{app_id}-app.log", "wb") as log:
                 processes.append(subprocess.Popen(
@@ -331,7 +335,7 @@ def main() -> None:
               f"| {figures['p99_ms']:.1f} |")
     print(f"\nPer hop beyond Kafka: {piped['p50_ms']:.1f} / {hops} − {raw['p50_ms']:.1f} = "
           f"{floor['per_hop_overhead_ms']:.1f} ms (pipeline p50 per hop minus one raw round trip: the sidecar's "
-          "HTTP publish, its Kafka client, the delivery to the app and the app itself).")
+          "gRPC publish, its Kafka client, the delivery to the app and the app itself).")
     print(f"Sidecars healthy (subscribed) {floor['sidecars_healthy_s']:.1f} s after start; the first chain, "
           f"alone, then took {piped['first_s'] * 1000:.0f} ms (raw: {raw['first_s'] * 1000:.0f} ms); "
           f"whole run {floor['run_s']:.1f} s.")

@@ -133,7 +133,7 @@ class ReplicaCluster:
             "MONGODB_URI": MONGODB_URI,
             "SHOP_DB_PREFIX": DB_PREFIX,
             "SHOP_DOCUMENT_LOCKS": "false",
-            "DAPR_HTTP_PORT": str(instance.sidecar_port),
+            **stack.bare_daprd_app_env(instance.sidecar_port),
             "SHOP_OUTBOX_SWEEP_SECONDS": "2",
             "SENDGRID_API_KEY": "",
             "PYTHONUNBUFFERED": "1",

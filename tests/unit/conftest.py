@@ -1,5 +1,6 @@
-"""Unit-test fixtures: a real FerretDB on PostgreSQL for Beanie (a throw-away database per session) and respx
-standing in for the Dapr sidecar's HTTP API. No Kafka, no daprd: those are end-to-end tests."""
+"""Unit-test fixtures: a real FerretDB on PostgreSQL for Beanie (a throw-away database per session), respx
+standing in for the Dapr sidecar's HTTP API (service invocation) and an in-process gRPC server for its
+gRPC API (publishing). No Kafka, no daprd: those are end-to-end tests."""
 
 import json
 import os
@@ -13,10 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import respx
+from dapr.proto import api_service_v1
 from fastapi import FastAPI
+from google.protobuf import empty_pb2
 
 from functions.common import sidecar
 from functions.common.settings import settings_of
@@ -63,23 +67,59 @@ def mongo_uri() -> str:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+class FakeSidecarGrpc(api_service_v1.DaprServicer):
+    """The sidecar's gRPC API as far as the shop uses it (PublishEvent), on a loopback port for the
+    whole session. A test's `dapr` fixture answers; with none, the sidecar is down (UNAVAILABLE)."""
+
+    def __init__(self) -> None:
+        self.answering: "SidecarMock | None" = None
+
+    async def PublishEvent(self, request, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:  # noqa: N802 - Dapr's name
+        if self.answering is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no sidecar in this test")
+        return await self.answering.publish(request, context)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def grpc_sidecar(mongo_uri) -> AsyncIterator[FakeSidecarGrpc]:
+    servicer, server = FakeSidecarGrpc(), grpc.aio.server()
+    api_service_v1.add_DaprServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    os.environ["DAPR_GRPC_PORT"] = str(port)
+    settings_of.cache_clear()
+    yield servicer
+    await sidecar.close()
+    await server.stop(None)
+
+
 class SidecarMock:
-    """respx routes for the sidecar's HTTP API; records every CloudEvent published."""
+    """respx routes for the sidecar's HTTP API and the answers of its gRPC API; records every
+    CloudEvent published (`published`) and every publish asked for (`publish_requests`)."""
 
     def __init__(self, router: respx.Router) -> None:
         self.router = router
         self.published: list[dict] = []
-        router.post(url__regex=rf"{SIDECAR}/v1.0/publish/pubsub/(?P<topic>[^/?]+)").mock(side_effect=self._publish)
+        self.publish_requests: list[dict] = []
+        # (code, details) to refuse every publish with, as a sidecar with no broker would.
+        self.publish_failure: tuple[grpc.StatusCode, str] | None = None
         # What products answers for its products, one by id or several (`?ids=`); an id missing
         # here is no product. `catalogue_route` answers the list: `.respond(503)` takes it down.
         self.catalogue: dict[str, dict] = {}
         self.catalogue_route = router.get(url__regex=rf"{SIDECAR}/v1.0/invoke/products/method/api/products\?")
         self.catalogue_route.mock(side_effect=self._products)
 
-    def _publish(self, request: httpx.Request, topic: str) -> httpx.Response:
-        event = json.loads(request.content)
-        self.published.append({"topic": topic, **event})
-        return httpx.Response(204)
+    async def publish(self, request, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+        event = json.loads(request.data)
+        self.publish_requests.append({
+            "pubsub": request.pubsub_name, "topic": request.topic, "contentType": request.data_content_type,
+            "metadata": dict(request.metadata), "token": dict(context.invocation_metadata()).get("dapr-api-token"),
+            "event": event,
+        })
+        if self.publish_failure:
+            await context.abort(*self.publish_failure)
+        self.published.append({"topic": request.topic, **event})
+        return empty_pb2.Empty()
 
     def _products(self, request: httpx.Request) -> httpx.Response:
         asked = request.url.params.get("ids", "").split(",")
@@ -113,10 +153,14 @@ class SidecarMock:
 
 
 @pytest.fixture
-async def dapr() -> AsyncIterator[SidecarMock]:
+async def dapr(grpc_sidecar: FakeSidecarGrpc) -> AsyncIterator[SidecarMock]:
     await sidecar.close()  # a fresh client per test, bound to this test's respx router
     with respx.mock(assert_all_called=False) as router:
-        yield SidecarMock(router)
+        grpc_sidecar.answering = mock = SidecarMock(router)
+        try:
+            yield mock
+        finally:
+            grpc_sidecar.answering = None
     await sidecar.close()
 
 

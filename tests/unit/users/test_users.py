@@ -1,14 +1,13 @@
 """users over HTTP against a real database, with respx as the Dapr sidecar."""
 
 import asyncio
-import json
 import uuid
 
+import grpc
 import jwt
 import pytest
-import respx
 
-from functions.common import outbox, sidecar
+from functions.common import outbox
 from functions.common.auth import issue_token
 from functions.common.outbox import AuditEvent
 from functions.common.settings import get_settings, settings_of
@@ -17,7 +16,7 @@ from functions.users.models import User
 from functions.users.passwords import verify_password
 from functions.users.settings import UsersSettings
 from functions.users.setup import ensure_admin
-from tests.unit.conftest import SIDECAR, running
+from tests.unit.conftest import running
 
 
 @pytest.fixture
@@ -152,29 +151,24 @@ async def test_missing_fields_and_malformed_bodies_are_422(client, dapr):
     assert dapr.published == []
 
 
-async def test_a_registration_survives_the_sidecar_being_down_and_is_announced_later():
+async def test_a_registration_survives_the_sidecar_being_down_and_is_announced_later(dapr):
     body = new_registration()
-    await sidecar.close()
-    with respx.mock() as router:
-        down = router.post(url__startswith=f"{SIDECAR}/v1.0/publish/").respond(500, text="pubsub unavailable")
-        async with running(app) as client:
-            response = await client.post("/api/users/register", json=body)
-            assert response.status_code == 201, response.text
-            assert down.called
-            stored = await User.get(response.json()["data"]["id"])
-            [pending] = stored.outbox
-            assert pending.topic == "welcome_flow"
-            assert await AuditEvent.get(pending.id) is None  # not published, so not in the log
+    dapr.publish_failure = (grpc.StatusCode.UNAVAILABLE, "pubsub unavailable")
+    async with running(app) as client:
+        response = await client.post("/api/users/register", json=body)
+        assert response.status_code == 201, response.text
+        assert [asked["topic"] for asked in dapr.publish_requests] == ["welcome_flow"]
+        stored = await User.get(response.json()["data"]["id"])
+        [pending] = stored.outbox
+        assert pending.topic == "welcome_flow"
+        assert await AuditEvent.get(pending.id) is None  # not published, so not in the log
 
-            down.respond(204)  # the sidecar is back; the sweep relays what was left
-            await sidecar.close()
-            assert await outbox.OutboxRelay([User], 3600).sweep() >= 1
+        dapr.publish_failure = None  # the sidecar is back; the sweep relays what was left
+        assert await outbox.OutboxRelay([User], 3600).sweep() >= 1
 
-            relayed = [json.loads(call.request.content) for call in down.calls if call.response.status_code == 204]
-            assert pending.id in [event["id"] for event in relayed]  # the same CloudEvent id
-            assert (await User.get(stored.id)).outbox == []
-            assert (await AuditEvent.get(pending.id)).topic == "welcome_flow"
-    await sidecar.close()
+        assert pending.id in [event["id"] for event in dapr.events("welcome_flow")]  # the same CloudEvent id
+        assert (await User.get(stored.id)).outbox == []
+        assert (await AuditEvent.get(pending.id)).topic == "welcome_flow"
 
 
 async def test_login_returns_a_token_and_publishes_user_login(client, dapr):
