@@ -22,10 +22,10 @@ SENDGRID_SEND_URL = "https://api.sendgrid.com/v3/mail/send"
 _client: httpx.AsyncClient | None = None
 
 
-def _sendgrid_client(timeout_seconds: float) -> httpx.AsyncClient:
+def _sendgrid_client() -> httpx.AsyncClient:
     global _client
     if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(timeout=timeout_seconds)
+        _client = httpx.AsyncClient()
     return _client
 
 
@@ -83,10 +83,11 @@ class SendGridMailer:
 
     async def send(self, email: OutgoingEmail) -> Delivery:
         try:
-            response = await _sendgrid_client(self.timeout_seconds).post(
+            response = await _sendgrid_client().post(
                 SENDGRID_SEND_URL,
                 json=self.body(email),
                 headers={"Authorization": f"Bearer {self.api_key}"},
+                timeout=self.timeout_seconds,
             )
         except httpx.HTTPError as exc:
             raise TransientMailError(f"SendGrid unreachable: {exc!r}") from exc
