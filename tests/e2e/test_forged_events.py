@@ -3,7 +3,10 @@ token (`dapr-api-token`) that `task up` makes for the stack (dapr/local/stack.py
 
 import uuid
 
+import grpc
 import httpx
+import pytest
+from dapr.proto import api_service_v1, api_v1
 
 from tests.e2e.shop import admin_token, api, bearer, sidecar
 from tests.stack import stack
@@ -29,6 +32,22 @@ def test_every_sidecar_refuses_its_api_to_a_caller_without_the_token() -> None:
         assert refused.status_code == 401, (function, refused.text)
         with sidecar(function) as dapr:  # the token `task up` gave the function
             assert dapr.get("/v1.0/metadata").status_code == 200, function
+
+
+def test_every_sidecar_refuses_its_grpc_api_to_a_caller_without_the_token() -> None:
+    """The API the functions publish through (functions/common/sidecar.py): the same token."""
+    token = stack.api_tokens()["DAPR_API_TOKEN"]
+    forged = api_v1.PublishEventRequest(pubsub_name="pubsub", topic="welcome_flow", data=b'{"forged": true}',
+                                        data_content_type="application/json")
+    for function, port in stack.SIDECAR_GRPC.items():
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            dapr = api_service_v1.DaprStub(channel)
+            for metadata in (None, (("dapr-api-token", "guessed"),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    dapr.PublishEvent(forged, metadata=metadata, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, (function, refused.value.details())
+            # With its token the same API answers (metadata, which changes nothing).
+            dapr.GetMetadata(api_v1.GetMetadataRequest(), metadata=(("dapr-api-token", token),), timeout=10)
 
 
 def test_a_sidecar_refuses_to_publish_a_topic_its_function_does_not_own() -> None:
