@@ -80,12 +80,19 @@ class FakeSidecarGrpc(api_service_v1.DaprServicer):
         return await self.answering.publish(request, context)
 
 
+async def serve_grpc_sidecar(servicer: FakeSidecarGrpc, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """`servicer` served on 127.0.0.1:`port` (0: a free one); the server and its port."""
+    server = grpc.aio.server()
+    api_service_v1.add_DaprServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, port
+
+
 @pytest.fixture(scope="session", autouse=True)
 async def grpc_sidecar(mongo_uri) -> AsyncIterator[FakeSidecarGrpc]:
-    servicer, server = FakeSidecarGrpc(), grpc.aio.server()
-    api_service_v1.add_DaprServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    servicer = FakeSidecarGrpc()
+    server, port = await serve_grpc_sidecar(servicer)
     os.environ["DAPR_GRPC_PORT"] = str(port)
     settings_of.cache_clear()
     yield servicer

@@ -8,8 +8,6 @@ from datetime import datetime, timedelta
 
 import grpc
 import pytest
-from dapr.proto import api_service_v1
-from google.protobuf import empty_pb2
 
 from functions.common import outbox, sidecar
 from functions.common.settings import settings_of
@@ -17,6 +15,7 @@ from functions.common.contracts import ProductCreated, StockReserved
 from functions.common.ids import new_id
 from functions.common.outbox import AuditEvent, OutboxRelay, PendingEvent
 from tests.unit.common.conftest import Parcel
+from tests.unit.conftest import FakeSidecarGrpc, serve_grpc_sidecar
 
 # Ids in their one form (functions/common/ids.py); a contract refuses any other.
 CRASHED_ORDER = new_id()
@@ -188,28 +187,15 @@ async def test_a_poisoned_outbox_is_skipped_and_every_other_document_is_still_re
     assert (await Parcel.get_pymongo_collection().find_one({"_id": poisoned.id}))["outboxPending"] is True
 
 
-async def test_a_sidecar_back_after_an_outage_is_redialled_within_seconds(monkeypatch):
+async def test_a_sidecar_back_after_an_outage_is_redialled_within_seconds(dapr, monkeypatch):
     """gRPC's default backoff redials a lost server after up to 120 s (measured: 0.1-6.4 s after a
     10 s outage); every publish meanwhile fails and its event waits in the outbox."""
-
-    class Answering(api_service_v1.DaprServicer):
-        async def PublishEvent(self, request, context):  # noqa: N802 - Dapr's name
-            return empty_pb2.Empty()
-
-    async def sidecar_on(port: int) -> grpc.aio.Server:
-        server = grpc.aio.server()
-        api_service_v1.add_DaprServicer_to_server(Answering(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        return server
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    answering = FakeSidecarGrpc()
+    answering.answering = dapr
+    server, port = await serve_grpc_sidecar(answering)
     monkeypatch.setenv("DAPR_GRPC_PORT", str(port))
     settings_of.cache_clear()
     await sidecar.close()
-    server = await sidecar_on(port)
     try:
         await sidecar.publish_cloud_event("product_created", {"id": "evt_4"}, None)
         await server.stop(None)
@@ -218,7 +204,7 @@ async def test_a_sidecar_back_after_an_outage_is_redialled_within_seconds(monkey
             with pytest.raises(sidecar.SidecarError):
                 await sidecar.publish_cloud_event("product_created", {"id": "evt_4"}, None)
             await asyncio.sleep(0.5)
-        server = await sidecar_on(port)
+        server, _ = await serve_grpc_sidecar(answering, port)
         back = time.monotonic()
         while True:
             try:
