@@ -396,7 +396,10 @@ def kafka_cmd(config: Path, data: Path) -> list[str]:
         ).stdout.strip().splitlines()[-1]
         run([java(), "-cp", classpath, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
              "-c", str(config), "--ignore-formatted"], cwd=ROOT)
-    return [java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+    # C1 only (TieredStopAtLevel=1): C2's compiler threads took more CPU than the broker's own work
+    # in a fresh stack's first minutes on two cores (13 of 28 CPU-s over a 300-order benchmark, the
+    # request handlers 6); C1 code serves a local broker's few hundred requests a second as well.
+    return [java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
             log4j, "-cp", classpath, "kafka.Kafka", str(config)]
 
 
