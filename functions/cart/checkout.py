@@ -10,8 +10,10 @@ from functions.common.clock import now
 async def empty_ordered_lines(user_id: str, product_ids: list[str], cart_updated_at: datetime | None) -> None:
     """Remove the ordered products from the user's cart, with no removal e-mails.
 
-    Idempotent by nature: removing a line that is gone changes nothing. A line changed after
-    the cart was read for the order (`cart_updated_at`) was not ordered as it is now, so it stays.
+    Idempotent by nature, so it keeps no inbox: removing a line that is gone changes nothing,
+    and a line changed after the cart was read for the order (`cart_updated_at`) was not ordered
+    as it is now, so it stays — also when the event comes again after the customer put the same
+    product back. Two deliveries racing take each line off once (a conditional write each).
     The usual case, every ordered line still there as ordered, is one write; otherwise each line
     is taken off by a write of its own, if it still qualifies.
     """

@@ -7,6 +7,8 @@ from functions.common.contracts import CartCheckedOut
 subscriptions = Subscriptions(APP_ID)
 
 
-@subscriptions.handler(CartCheckedOut)
+# No inbox: taking off lines unchanged since the order is idempotent on the cart itself.
+@subscriptions.handler(CartCheckedOut, inbox=False)
 async def empty_checked_out_lines(event: CartCheckedOut, context: EventContext) -> None:
-    await checkout.empty_ordered_lines(event.userId, event.productIds, event.cartUpdatedAt)
+    # An event without the cart's version: lines changed after the order was placed stay.
+    await checkout.empty_ordered_lines(event.userId, event.productIds, event.cartUpdatedAt or context.time)

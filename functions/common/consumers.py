@@ -44,6 +44,7 @@ class EventContext(BaseModel):
     topic: str
     type: str = ""
     source: str = ""
+    time: datetime | None = None  # when the publisher staged it (kept by a re-publish)
 
 
 def hour_bucket(at: datetime) -> str:
@@ -236,6 +237,17 @@ def _endpoint(app_id: str, event_type: type[IntegrationEvent], func: Handler) ->
     return endpoint
 
 
+def _event_time(value: Any) -> datetime | None:
+    """The CloudEvent's optional `time`; one that is not a timestamp is treated as absent."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 async def deliver(app_id: str, event_type: type[IntegrationEvent], func: Handler, cloud_event: dict) -> str:
     """Run function `app_id`'s handler for one delivered CloudEvent and say what Dapr should do
     with it."""
@@ -245,6 +257,7 @@ async def deliver(app_id: str, event_type: type[IntegrationEvent], func: Handler
             topic=cloud_event.get("topic") or event_type.topic,
             type=cloud_event.get("type", ""),
             source=cloud_event.get("source", ""),
+            time=_event_time(cloud_event.get("time")),
         )
         event = event_type.model_validate(cloud_event.get("data") or {})
     except (KeyError, TypeError, ValidationError) as exc:

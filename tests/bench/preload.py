@@ -4,8 +4,8 @@ database holding K of them (the question: does an order cost more when the book 
 
 Per earlier order: its customer (users), an empty cart (cart), the order invoiced with its
 payment, simulated charge and invoice number (payments), its stock reservation (products), the
-welcome and invoice e-mails (notifications), the audit events of the events that crossed, and
-cart's inbox record (the saga's and the e-mail handlers keep none). Shapes follow the functions'
+welcome and invoice e-mails (notifications) and the audit events of the events that crossed (no
+inbox record: the handlers an order goes through keep none). Shapes follow the functions'
 models; password hashes are placeholders (nobody logs in as these customers). The year's
 invoice-number hint moves past them.
 """
@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import MongoClient
 
-from functions.common.consumers import inbox_key
 from functions.common.ids import new_id
 
 BATCH = 2000
@@ -29,10 +28,6 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
     number = f"INV-{at.year}-{seq:06d}"
     history = [{"status": s, "at": at, "reason": None, "eventId": f"evt_{s}_{oid}"}
                for s in ("pending", "stock_reserved", "paid", "invoiced")]
-
-    def inbox(app_id: str, topic: str) -> dict:
-        return {"_id": inbox_key(app_id, topic, f"evt_{topic}_{oid}"), "topic": topic, "processedAt": at,
-                "processedHour": at.strftime("%Y-%m-%dT%H"), "state": "done", "claim": None, "claimedUntil": None}
 
     def audit(topic: str) -> dict:
         return {"_id": f"evt_{topic}_{oid}", "topic": topic, "type": f"shop.{topic}.v1", "source": "bench",
@@ -51,7 +46,6 @@ def _records(index: int, at: datetime, seq: int, product_id: str) -> list[tuple[
         ("users", "events", audit("welcome_flow")),
         ("cart", "carts", {"_id": uid, "userId": uid, "lines": {}, "createdAt": at, "updatedAt": at,
                            "outbox": [], "outboxPending": False}),
-        ("cart", "processed_events", inbox("cart", "cart_checkout")),
         ("payments", "orders", {
             "_id": oid, "userId": uid, "email": email, "lines": [line], **amounts, "status": "invoiced",
             "history": history, "paymentToken": "tok_visa", "idempotencyKey": f"auto:{oid}",

@@ -1,12 +1,13 @@
 """cart_checkout: the order placed from a cart empties those lines, silently and idempotently."""
 
+import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from functions.cart import checkout as checkout_module
 from functions.cart.models import Cart
 from functions.cart.subscriptions import empty_checked_out_lines
-from functions.common.consumers import EventContext, deliver
+from functions.common.consumers import EventContext, ProcessedEvent, deliver
 from functions.common.contracts import CartCheckedOut
 from functions.common.ids import new_id
 
@@ -45,27 +46,77 @@ async def test_checkout_removes_the_ordered_lines_without_removal_emails(client,
     assert [i["productId"] for i in items] == [jabon["id"]]
 
 
-async def test_checkout_is_idempotent(client, dapr, shopper, catalogue):
+async def cart_read_up_to(client, shopper) -> datetime:
+    """The cart's version as payments reads it over HTTP: its latest line change."""
+    read = (await client.get("/api/cart/items", headers=shopper.headers)).json()["data"]["items"]
+    return max(datetime.fromisoformat(item["updatedAt"]) for item in read)
+
+
+async def test_checkout_is_idempotent_without_an_inbox(client, dapr, shopper, catalogue):
     cafe, miel = catalogue("Café"), catalogue("Miel")
     await fill(client, shopper, cafe, miel)
-    event = checkout(shopper, cafe)
+    event = checkout(shopper, cafe, cart_updated_at=await cart_read_up_to(client, shopper))
     cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "topic": "cart_checkout", "data": event.model_dump(mode="json")}
 
     assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
     after_first = await Cart.get(shopper.id)
-    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"  # the inbox skips it
-    await empty_checked_out_lines(event, context())  # the handler alone, as after a crash before the inbox
-    again = await Cart.get(shopper.id)
-    assert list(again.lines) == [miel["id"]]
-    assert again.lines == after_first.lines
+    assert list(after_first.lines) == [miel["id"]]
+    # Redelivered (the same id, or re-published under another): the handler runs and changes nothing.
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    await empty_checked_out_lines(event, context())
+    assert (await Cart.get(shopper.id)).lines == after_first.lines
+    assert await ProcessedEvent.find_all().count() == 0  # no inbox record written
+
+    # The customer puts café back; the same checkout delivered again later leaves it there.
+    await fill(client, shopper, cafe)
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    assert sorted((await Cart.get(shopper.id)).lines) == sorted([cafe["id"], miel["id"]])
+
+
+async def test_racing_deliveries_of_one_checkout_take_each_line_off_once(client, dapr, shopper, catalogue, monkeypatch):
+    cafe, miel, jabon = catalogue("Café"), catalogue("Miel"), catalogue("Jabón")
+    await fill(client, shopper, cafe, miel, jabon)
+    event = checkout(shopper, cafe, miel, cart_updated_at=await cart_read_up_to(client, shopper))
+    deliveries = [
+        deliver("cart", CartCheckedOut, empty_checked_out_lines,
+                {"id": event_id, "topic": "cart_checkout", "data": event.model_dump(mode="json")})
+        for event_id in ["evt_same", "evt_same", "evt_republished", "evt_other"]
+    ]
+    writes = []
+    real_update = checkout_module.store.update
+
+    async def counted(*args, **kwargs):
+        changed = await real_update(*args, **kwargs)
+        writes.append(changed)
+        return changed
+
+    monkeypatch.setattr(checkout_module.store, "update", counted)
+    assert await asyncio.gather(*deliveries) == ["SUCCESS"] * 4
+    assert list((await Cart.get(shopper.id)).lines) == [jabon["id"]]
+    assert writes.count(True) == 1  # one delivery took the lines off; the others changed nothing
+
+
+async def test_a_checkout_without_the_carts_version_keeps_lines_changed_after_the_order(client, dapr, shopper, catalogue):
+    cafe, miel = catalogue("Café"), catalogue("Miel")
+    await fill(client, shopper, cafe, miel)
+    placed_at = datetime.now(UTC)
+    event = checkout(shopper, cafe, miel)  # no cartUpdatedAt: the event's time stands in for it
+    await asyncio.sleep(0.01)
+    await fill(client, shopper, miel)  # changed after the order was placed
+    cloud_event = {"id": f"evt_{uuid.uuid4().hex}", "time": placed_at.isoformat(), "data": event.model_dump(mode="json")}
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, cloud_event) == "SUCCESS"
+    assert list((await Cart.get(shopper.id)).lines) == [miel["id"]]
+    # Without a version or a time (a bare event), the named lines go.
+    bare = {"id": f"evt_{uuid.uuid4().hex}", "time": "not a time", "data": event.model_dump(mode="json")}
+    assert await deliver("cart", CartCheckedOut, empty_checked_out_lines, bare) == "SUCCESS"
+    assert (await Cart.get(shopper.id)).lines == {}
 
 
 async def test_a_line_changed_after_the_cart_was_read_stays(client, dapr, shopper, catalogue):
     cafe, miel = catalogue("Café"), catalogue("Miel")
     await fill(client, shopper, cafe, miel)
     # Payments reads the cart over HTTP and sends back the latest line change it saw.
-    read = (await client.get("/api/cart/items", headers=shopper.headers)).json()["data"]["items"]
-    read_up_to = max(datetime.fromisoformat(item["updatedAt"]) for item in read)
+    read_up_to = await cart_read_up_to(client, shopper)
     event = checkout(shopper, cafe, miel, cart_updated_at=read_up_to)
 
     # While the order is being placed, the customer adds another café.

@@ -228,7 +228,7 @@ async def test_the_inbox_forgets_events_older_than_its_retention(database):
     assert await ProcessedEvent.get(recent.id) is not None
 
 
-def test_the_saga_and_email_handlers_keep_no_inbox_and_the_rest_do():
+def test_the_saga_checkout_and_email_handlers_keep_no_inbox_and_the_rest_do():
     """The inbox is the default; a handler leaves it only where its own records make it
     idempotent (tested with the handler alone). Changing this list needs those tests first."""
     from functions.cart.subscriptions import subscriptions as cart
@@ -239,7 +239,7 @@ def test_the_saga_and_email_handlers_keep_no_inbox_and_the_rest_do():
     without = {(s.app_id, event.topic) for s in (cart, notifications, payments, products)
                for event, func in s.handlers if not getattr(func, "uses_inbox", True)}
     assert without == {
-        ("payments", "stock_reserved"), ("payments", "stock_rejected"),
+        ("payments", "stock_reserved"), ("payments", "stock_rejected"), ("cart", "cart_checkout"),
         ("products", "order_created"), ("products", "order_cancelled"), ("products", "payment_processed"),
         ("notifications", "welcome_flow"), ("notifications", "cart_removals"),
         ("notifications", "invoice_processing"), ("notifications", "email_notification"),
