@@ -33,7 +33,7 @@ KAFKA_PORT, KAFKA_CONTROLLER_PORT, DB_PORT = 19092, 19093, 27117
 OTHER_DB = os.environ.get("SHOP_REPLICAS_MONGODB_URI")
 MONGODB_URI = OTHER_DB or f"mongodb://127.0.0.1:{DB_PORT}"
 DB_PREFIX = "replicas"
-REPLICAS = {"users": 1, "products": 2, "cart": 1, "payments": 2, "notifications": 2}
+REPLICAS = {"users": 1, "products": 2, "cart": 2, "payments": 2, "notifications": 2}
 LOGS = stack.STATE / "replicas" / "logs"
 
 
