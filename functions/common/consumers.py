@@ -203,10 +203,11 @@ class Subscriptions:
             )
 
 
-def require_dapr(token: Annotated[str | None, Header(alias="dapr-api-token")] = None) -> None:
+async def require_dapr(token: Annotated[str | None, Header(alias="dapr-api-token")] = None) -> None:
     """Only the function's own sidecar may deliver events: with APP_API_TOKEN set, daprd sends it
     in `dapr-api-token` on every call to the app, and a delivery without it is refused. Anyone
-    else who reaches the app port could otherwise post a forged event to a subscription route."""
+    else who reaches the app port could otherwise post a forged event to a subscription route.
+    (async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per delivery.)"""
     expected = get_settings().app_api_token
     if expected and not hmac.compare_digest((token or "").encode(), expected.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Event deliveries come from the Dapr sidecar only")
