@@ -8,9 +8,11 @@ in between, the sweep publishes it later; the CloudEvent id stays the same, so c
 already saw it skip it.
 """
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -131,8 +133,8 @@ async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEven
     `staged`: the events the caller's write just staged (flush's fast path: published without
     reading the document back); else the outbox as stored. One relay per document at a time in
     this process (a flush and the sweep may meet), and what the sweep relays it reads under that
-    lock. Database round trips: the read (sweep only), the audit records in one insert, and one
-    update taking the events off.
+    lock. Database round trips: the read (sweep only), the audit records in one insert shared
+    with the relays of the same round (`_settled`), and one update taking the events off.
     """
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
         if staged is None:
@@ -147,17 +149,66 @@ async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEven
                 await sidecar.publish_cloud_event(pending.topic, pending.cloud_event(), pending.key)
                 published.append((stored, pending))
         finally:
-            if published:
-                await _audit([pending for _, pending in published])
             if published or flagged:
-                taken = [stored for stored, _ in published]
-                await _take_off(model, doc_id, taken, everything=len(published) == len(events))
+                await _settled(_Settle(model, doc_id, published, everything=len(published) == len(events)))
         return len(published)
+
+
+@dataclass
+class _Settle:
+    """What one relay leaves to write once its events are published: their `events` records,
+    then their removal from the document."""
+
+    model: type[Document]
+    doc_id: Any
+    published: list[tuple[dict[str, Any], PendingEvent]]
+    everything: bool
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+# Group commit: relays that finish publishing while a round is being written wait for the next
+# round, which records all their events in one insert (under load, one round serves many
+# relays: an insert per event costs the database about six times what a shared one does).
+_waiting: list[_Settle] = []
+_writer: asyncio.Task[None] | None = None
+
+
+async def _settled(item: _Settle) -> None:
+    """Audit and take off what `item` published, in the next round; raises what its writes raised."""
+    global _writer
+    _waiting.append(item)
+    if _writer is None or _writer.done() or _writer.get_loop() is not asyncio.get_running_loop():
+        _writer = asyncio.create_task(_write_rounds())
+    await item.done
+
+
+async def _write_rounds() -> None:
+    while _waiting:
+        batch = _waiting[:]
+        _waiting.clear()
+        try:
+            await _audit([pending for item in batch for _, pending in item.published])
+        except Exception as exc:  # noqa: BLE001 - each relay of the round reports it (its events stay)
+            for item in batch:
+                item.done.set_exception(exc)
+            continue
+        taken = await asyncio.gather(
+            *(_take_off(item.model, item.doc_id, [stored for stored, _ in item.published], everything=item.everything)
+              for item in batch),
+            return_exceptions=True,
+        )
+        for item, outcome in zip(batch, taken, strict=True):
+            if isinstance(outcome, BaseException):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(None)
 
 
 async def _audit(published: list[PendingEvent]) -> None:
     """One `events` record per event; a re-publish (after a crash, or by another replica) keeps
     the first record."""
+    if not published:
+        return
     at = now()
     records = [
         {"_id": p.id, "topic": p.topic, "type": p.type, "source": p.source, "key": p.key, "time": p.time,

@@ -19,7 +19,9 @@ in the ledger, and re-driving the order's stock_reserved event (its charge is on
 the same invoice.
 
 Within one process an asyncio lock per year serialises the allocations, so concurrent orders do
-not collide on the index; across replicas a collision just retries with the next number.
+not collide on the index, and the process remembers where its next search starts (the stored
+`next` is read at its first allocation of a year, and after a collision); across replicas a
+collision moves up to the stored `next`, or to the next number.
 """
 
 import logging
@@ -34,6 +36,10 @@ from functions.payments.models import Invoice, InvoiceNumber, InvoiceSequence, O
 log = logging.getLogger(__name__)
 
 _year_lock = KeyedLocks()
+# One past the last number this process issued, per year: where its next search starts, so the
+# stored `next` is read only at the first allocation of a year and after a collision. Below it
+# every number is issued (this process issued it after all lower ones), so it never leads.
+_next_seq: dict[int, int] = {}
 # Collisions only come from other replicas allocating at the same moment; this many in a row
 # means something else is wrong, and the handler's RETRY is the better answer.
 MAX_ATTEMPTS = 100
@@ -46,8 +52,7 @@ def format_invoice_number(year: int, seq: int) -> str:
 async def allocate_invoice_number(order_id: str, year: int) -> str:
     """The order's invoice number: the one it already has, or the next of `year`."""
     async with _year_lock(year):
-        sequence = await InvoiceSequence.get(year)
-        seq = sequence.next if sequence else 1
+        seq = _next_seq.get(year) or await _stored_next(year)
         for _ in range(MAX_ATTEMPTS):
             try:
                 await store.insert(InvoiceNumber(id=format_invoice_number(year, seq), year=year, seq=seq, orderId=order_id))
@@ -58,11 +63,19 @@ async def allocate_invoice_number(order_id: str, year: int) -> str:
                 if owned is not None:
                     return owned.id
                 log.info("invoice number %s taken; trying the next", format_invoice_number(year, seq))
-                seq += 1
+                # Another replica numbers orders too: its numbers are below the stored `next`.
+                seq = max(seq + 1, await _stored_next(year)) if year in _next_seq else seq + 1
+                _next_seq.pop(year, None)
                 continue
+            _next_seq[year] = seq + 1
             await _advance(year, seq + 1)
             return format_invoice_number(year, seq)
     raise RuntimeError(f"could not allocate an invoice number for order {order_id} in {MAX_ATTEMPTS} attempts")
+
+
+async def _stored_next(year: int) -> int:
+    sequence = await InvoiceSequence.get(year)
+    return sequence.next if sequence else 1
 
 
 async def _advance(year: int, next_seq: int) -> None:

@@ -56,9 +56,12 @@ class SimulatedCardProcessor:
         self._attempts: dict[str, int] = {}
 
     async def charge(self, *, idempotency_key: str, token: str, amount_cents: int, currency: str) -> ChargeResult:
-        first = await SimulatedCharge.get(idempotency_key)
-        if first is not None:
-            return _result(first)
+        if token in ("tok_unavailable", "tok_error"):
+            # Whether these fail depends on what the key was charged before: look first. For
+            # every other card the stored charge's unique id answers that at the insert below.
+            first = await SimulatedCharge.get(idempotency_key)
+            if first is not None:
+                return _result(first)
 
         if token == "tok_unavailable":
             raise TransientPaymentError(f"simulated processor down (charge {idempotency_key})")
@@ -86,7 +89,7 @@ class SimulatedCardProcessor:
         try:
             await store.insert(charge)
         except DuplicateKeyError:
-            # A concurrent charge with the same key stored its result first: that one stands.
+            # The key was charged before (a repeat, or a concurrent charge): that result stands.
             charge = await SimulatedCharge.get(idempotency_key)
         self._attempts.pop(idempotency_key, None)
         return _result(charge)

@@ -127,15 +127,18 @@ async def count_failed_charge(order_id: str) -> int:
 async def charge_once(order: Order) -> Payment:
     """The order's payment: charged at most once, with the order id as the idempotency key.
 
-    A Payment already recorded is the answer. Otherwise the processor is asked (it answers a key
+    A Payment already recorded is the answer. The processor is asked (it answers a key
     it has seen with its first result, covering a crash between its charge and our record) and
     its result is recorded. The record's unique id decides between racing deliveries: the first
     recorded result stands, and a charge that lost to a recorded failure (`give_up_charging` by
     another delivery) is refunded. TransientPaymentError propagates: the handler answers RETRY.
     """
     order_id = order.id
-    recorded = await Payment.get(order_id)
-    if recorded is not None:
+    # A pending order was charged before only by a delivery that stopped before moving it (the
+    # processor answers that charge again) or given up on by the deadline sweep meanwhile (the
+    # charge below is refunded, as when the two race): no look-up first. Past pending (a
+    # transient failure moved it), a failure may be recorded: found first, nothing charged.
+    if order.status != "pending" and (recorded := await Payment.get(order_id)) is not None:
         return recorded
     processor = get_processor()
     result = await processor.charge(

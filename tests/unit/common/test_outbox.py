@@ -218,3 +218,49 @@ async def test_a_sidecar_back_after_an_outage_is_redialled_within_seconds(dapr, 
         monkeypatch.undo()
         settings_of.cache_clear()
         await sidecar.close()
+
+
+async def test_relays_finishing_together_share_one_audit_insert_and_each_empties_its_outbox(database, dapr, monkeypatch):
+    collection = AuditEvent.get_pymongo_collection()
+    inserts: list[int] = []
+    real_insert_many = collection.insert_many
+
+    async def counting_insert_many(records, **kwargs):
+        inserts.append(len(records))
+        return await real_insert_many(records, **kwargs)
+
+    monkeypatch.setattr(type(collection), "insert_many", lambda self, records, **kw: counting_insert_many(records, **kw))
+    parcels = [Parcel(label=f"p-{uuid.uuid4().hex}") for _ in range(12)]
+    staged = [p.stage(created(new_id()), source="products") for p in parcels]
+    for parcel in parcels:
+        await parcel.insert()
+
+    await asyncio.gather(*(outbox.flush(Parcel, p.id, [s]) for p, s in zip(parcels, staged, strict=True)))
+
+    assert sum(inserts) == 12 and len(inserts) < 12  # rounds shared by several relays
+    assert await AuditEvent.find({"_id": {"$in": [s.id for s in staged]}}).count() == 12
+    for parcel in parcels:
+        stored = await Parcel.get(parcel.id)
+        assert stored.outbox == [] and not stored.outboxPending
+
+
+async def test_a_round_whose_audit_fails_leaves_every_event_of_it_to_the_sweep(database, dapr, monkeypatch):
+    parcels = [Parcel(label=f"p-{uuid.uuid4().hex}") for _ in range(3)]
+    staged = [p.stage(created(new_id()), source="products") for p in parcels]
+    for parcel in parcels:
+        await parcel.insert()
+    collection = AuditEvent.get_pymongo_collection()
+
+    async def database_down(records, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(type(collection), "insert_many", lambda self, records, **kw: database_down(records, **kw))
+    await asyncio.gather(*(outbox.flush(Parcel, p.id, [s]) for p, s in zip(parcels, staged, strict=True)))  # no raise
+    for parcel in parcels:
+        assert (await Parcel.get(parcel.id)).outboxPending  # published, not yet recorded: kept
+
+    monkeypatch.undo()
+    await OutboxRelay([Parcel], sweep_seconds=3600).sweep()
+    assert await AuditEvent.find({"_id": {"$in": [s.id for s in staged]}}).count() == 3
+    for parcel in parcels:
+        assert (await Parcel.get(parcel.id)).outbox == []

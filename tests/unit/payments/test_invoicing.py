@@ -86,6 +86,23 @@ async def test_a_lagging_sequence_hint_costs_collisions_never_a_gap(client, dapr
     assert (await InvoiceSequence.get(year)).next == 5
 
 
+async def test_numbers_issued_by_another_replica_meanwhile_leave_no_gap(client, dapr):
+    year = YEAR + 2
+    first = await allocate_invoice_number(new_id(), year)
+    # Another replica issues the next three numbers and raises the stored hint past them: this
+    # process's own next start (seq 2) is taken now.
+    for seq_taken in (2, 3, 4):
+        await InvoiceNumber(id=f"INV-{year}-{seq_taken:06d}", year=year, seq=seq_taken, orderId=new_id()).insert()
+    await InvoiceSequence.get_pymongo_collection().update_one({"_id": year}, {"$set": {"next": 5}})
+
+    following = [await allocate_invoice_number(new_id(), year) for _ in range(2)]
+
+    assert seq(first) == 1 and [seq(n) for n in following] == [5, 6]
+    ledger = await InvoiceNumber.find(InvoiceNumber.year == year).sort(+InvoiceNumber.seq).to_list()
+    assert [entry.seq for entry in ledger] == [1, 2, 3, 4, 5, 6]
+    assert (await InvoiceSequence.get(year)).next == 7
+
+
 async def test_many_orders_invoiced_at_once_get_distinct_consecutive_numbers(client, dapr):
     orders = [await charged_order(1000 + n) for n in range(25)]
     await asyncio.gather(*(charge_step(o) for o in orders))

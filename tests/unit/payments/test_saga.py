@@ -254,6 +254,29 @@ async def test_a_payment_is_never_charged_twice(client, dapr, shop, customer, pr
     assert calls == []
 
 
+async def test_a_delivery_that_stopped_after_charging_is_finished_by_the_next_with_the_same_charge(
+    client, dapr, shop, customer, processor
+):
+    # The first delivery charged the card and recorded the payment, then stopped before moving
+    # the order: it is still pending, and its next delivery does not look the payment up first.
+    order_id = await placed(client, shop, customer, "tok_visa")
+    placed_order = await order(order_id)
+    first = await processor.charge(idempotency_key=order_id, token="tok_visa", amount_cents=placed_order.totalCents,
+                                   currency=placed_order.currency)
+    await Payment(id=order_id, provider=processor.name, chargeId=first.chargeId, status="approved",
+                  amountCents=placed_order.totalCents, currency=placed_order.currency).insert()
+
+    assert await reserve(order_id) == "SUCCESS"
+
+    paid = await order(order_id)
+    assert statuses(paid) == ["pending", "stock_reserved", "paid", "invoiced"]
+    assert paid.paymentId == first.chargeId  # the processor answered the same charge again
+    charge = await SimulatedCharge.get(order_id)
+    assert (charge.chargeId, charge.refunded) == (first.chargeId, False)
+    assert await Payment.find({"_id": order_id}).count() == 1
+    assert len({e["id"] for e in published(dapr, "payment_processed", order_id)}) == 1
+
+
 async def test_events_for_unknown_orders_are_dropped(client, dapr):
     for order_id in ("0" * 24, "not-an-order"):
         assert await reserve(order_id) == "DROP"
