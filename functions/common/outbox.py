@@ -3,9 +3,10 @@
 A change stages its event on the document it changes (`functions/common/store.py` writes both in
 one single-document write), so the change and its event are saved together: no event without the change,
 no change whose event can be lost. The relay then publishes each pending event through Dapr,
-records it in the `events` audit collection and pulls it off the document. If the process dies
-in between, the sweep publishes it later; the CloudEvent id stays the same, so consumers that
-already saw it skip it.
+records it in the `events` audit collection and pulls it off the document (or, for an event whose
+answer writes the document again, leaves that to the answer's write: `awaiting_answer`). If the
+process dies in between, the sweep publishes it later; the CloudEvent id stays the same, so
+consumers that already saw it skip it.
 """
 
 import asyncio
@@ -118,6 +119,8 @@ class OutboxRelay:
         published = 0
         for model in self.models:
             async for raw in model.get_pymongo_collection().find({"outboxPending": True}, {"_id": 1}):
+                if awaiting_answer(model, raw["_id"]) is not None:
+                    continue  # published; its next write or its timer takes the events off
                 try:
                     published += await relay(model, raw["_id"])
                 except sidecar.SidecarError:
@@ -127,20 +130,29 @@ class OutboxRelay:
         return published
 
 
-async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None) -> int:
+async def relay(
+    model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None, *, answered: bool = False
+) -> int:
     """Publish one document's pending events, record them in `events`, take them off the document.
 
     `staged`: the events the caller's write just staged (flush's fast path: published without
     reading the document back); else the outbox as stored. One relay per document at a time in
     this process (a flush and the sweep may meet), and what the sweep relays it reads under that
     lock. Database round trips: the read (sweep only), the audit records in one insert shared
-    with the relays of the same round (`_settled`), and one update taking the events off.
+    with the relays of the same round (`_settled`), and one update taking the events off — or
+    none, with `answered` (see `awaiting_answer`).
     """
     async with _relay_locks((model.get_collection_name(), str(doc_id))):
         if staged is None:
             raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
             events = [(stored, PendingEvent.model_validate(stored)) for stored in raw.get("outbox") or []]
             flagged = bool(raw.get("outboxPending"))
+            if waiting := awaiting_answer(model, doc_id):
+                # Published already, their take-off left to the document's next write.
+                published_ids = {event["id"] for event in waiting}
+                events = [(stored, pending) for stored, pending in events if pending.id not in published_ids]
+                if not events:
+                    return 0
         else:
             events, flagged = [(pending.model_dump(), pending) for pending in staged], True
         published: list[tuple[dict[str, Any], PendingEvent]] = []
@@ -150,7 +162,11 @@ async def relay(model: type[Document], doc_id: Any, staged: Sequence[PendingEven
                 published.append((stored, pending))
         finally:
             if published or flagged:
-                await _settled(_Settle(model, doc_id, published, everything=len(published) == len(events)))
+                everything = len(published) == len(events)
+                wait = answered and everything and bool(published)
+                await _settled(_Settle(model, doc_id, published, everything=everything, take_off=not wait))
+                if wait:
+                    _await_answer(model, doc_id, [stored for stored, _ in published])
         return len(published)
 
 
@@ -161,8 +177,10 @@ class _Settle:
 
     model: type[Document]
     doc_id: Any
-    published: list[tuple[dict[str, Any], PendingEvent]]
+    published: list[tuple[dict[str, Any], PendingEvent | None]]  # (as stored, as staged: None if not audited)
     everything: bool
+    take_off: bool = True  # False: audit only (the take-off waits for the document's next write)
+    audit: bool = True  # False: take off only (audited when published)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -187,21 +205,96 @@ async def _write_rounds() -> None:
         batch = _waiting[:]
         _waiting.clear()
         try:
-            await _audit([pending for item in batch for _, pending in item.published])
+            await _audit([pending for item in batch if item.audit for _, pending in item.published if pending])
         except Exception as exc:  # noqa: BLE001 - each relay of the round reports it (its events stay)
             for item in batch:
                 item.done.set_exception(exc)
             continue
         taken = await asyncio.gather(
             *(_take_off(item.model, item.doc_id, [stored for stored, _ in item.published], everything=item.everything)
-              for item in batch),
+              for item in batch if item.take_off),
             return_exceptions=True,
         )
+        taken_by = iter(taken)
+        taken = [next(taken_by) if item.take_off else None for item in batch]
         for item, outcome in zip(batch, taken, strict=True):
             if isinstance(outcome, BaseException):
                 item.done.set_exception(outcome)
             else:
                 item.done.set_result(None)
+
+
+# An event that is answered — the step that consumes it publishes an event whose own step writes
+# the published event's document again (order_created → stock_reserved → the order charged) —
+# need not be taken off by a write of its own: the document's next write takes it off for free
+# (`functions/common/store.py`), if it comes in this process within ANSWER_WAIT_SECONDS; if not,
+# the timer takes it off as any other. Meanwhile the sweep leaves the document alone (its
+# events are published), and a crash leaves them to the sweep (republished: consumers skip them).
+ANSWER_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class _Unanswered:
+    model: type[Document]
+    doc_id: Any
+    published: list[dict[str, Any]]  # the events as stored
+    timer: asyncio.TimerHandle
+
+
+_unanswered: dict[tuple[str, str], _Unanswered] = {}
+
+
+def _key(model: type[Document], doc_id: Any) -> tuple[str, str]:
+    return model.get_collection_name(), str(doc_id)
+
+
+def awaiting_answer(model: type[Document], doc_id: Any) -> list[dict[str, Any]] | None:
+    """The document's published events (as stored) that its next write may take off, if any."""
+    waiting = _unanswered.get(_key(model, doc_id))
+    return waiting.published if waiting is not None else None
+
+
+def taken_off_by_write(model: type[Document], doc_id: Any) -> None:
+    """A write took the document's published events off: nothing left for the timer."""
+    waiting = _unanswered.pop(_key(model, doc_id), None)
+    if waiting is not None:
+        waiting.timer.cancel()
+
+
+def _await_answer(model: type[Document], doc_id: Any, published: list[dict[str, Any]]) -> None:
+    earlier = _unanswered.get(_key(model, doc_id))
+    if earlier is not None:  # still there (a write that did not take them off): they go together
+        taken_off_by_write(model, doc_id)
+        published = earlier.published + published
+    timer = asyncio.get_running_loop().call_later(ANSWER_WAIT_SECONDS, _start_take_off, model, doc_id)
+    _unanswered[_key(model, doc_id)] = _Unanswered(model, doc_id, published, timer)
+
+
+_taking_off: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak references)
+
+
+def _start_take_off(model: type[Document], doc_id: Any) -> None:
+    task = asyncio.get_running_loop().create_task(_take_off_unanswered(model, doc_id))
+    _taking_off.add(task)
+    task.add_done_callback(_taking_off.discard)
+
+
+async def _take_off_unanswered(model: type[Document], doc_id: Any) -> None:
+    waiting = _unanswered.pop(_key(model, doc_id), None)
+    if waiting is None:
+        return
+    try:
+        await _settled(_Settle(model, doc_id, [(stored, None) for stored in waiting.published], everything=True,
+                               audit=False))
+    except Exception:  # noqa: BLE001 - the flag stays set: the sweep takes them off (and republishes)
+        log.exception("could not take the published events off %s %s; the sweep will", model.__name__, doc_id)
+
+
+async def take_off_unanswered() -> None:
+    """At shutdown: take off every published event still waiting for its document's next write."""
+    for waiting in list(_unanswered.values()):
+        waiting.timer.cancel()
+        await _take_off_unanswered(waiting.model, waiting.doc_id)
 
 
 async def _audit(published: list[PendingEvent]) -> None:
@@ -238,15 +331,18 @@ async def _take_off(model: type[Document], doc_id: Any, published: list[dict[str
             await collection.update_one({"_id": doc_id}, {"$pull": {"outbox": stored}})
 
 
-async def flush(model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None) -> None:
+async def flush(
+    model: type[Document], doc_id: Any, staged: Sequence[PendingEvent] | None = None, *, answered: bool = False
+) -> None:
     """Publish a document's pending events now: the fast path right after the change is saved.
-    Pass the events the write staged (`staged`) to spare reading them back.
+    Pass the events the write staged (`staged`) to spare reading them back; `answered`: their
+    answer writes the document again, which takes them off (`awaiting_answer`).
 
     If Dapr is unreachable the events stay pending and the sweep publishes them later; the
     caller's change is saved either way, so this never fails the request.
     """
     try:
-        await relay(model, doc_id, staged)
+        await relay(model, doc_id, staged, answered=answered)
     except sidecar.SidecarError:
         log.warning("publish deferred to the outbox sweep", exc_info=True)
     except Exception:  # noqa: BLE001 - the change is committed; its answer must not be a 500

@@ -6,7 +6,8 @@ the document's outbox by that same write (`functions/common/outbox.py`). The wri
 process's lock for the document where the local database needs one (FerretDB does not isolate
 updates: `functions/common/locks.py`), and once it is saved its events are published at once
 (the outbox sweep publishes them later if that fails). A write whose conditions no longer hold
-changes nothing, stages nothing and publishes nothing.
+changes nothing, stages nothing and publishes nothing. A write of a document whose published
+events await their answer takes them off in the same write (`outbox.awaiting_answer`).
 
 Reads go through Beanie (`Model.get`, `Model.find`); every write goes through here.
 """
@@ -16,12 +17,21 @@ from typing import Any, TypeVar
 
 from beanie import Document
 from pymongo import ReturnDocument
+from pymongo.results import UpdateResult
 
 from functions.common import outbox
 from functions.common.locks import document_lock
 from functions.common.outbox import HasOutbox, PendingEvent
 
 T = TypeVar("T")
+
+
+def _replacing(changes: dict[str, Any], events: Sequence[PendingEvent]) -> dict[str, Any]:
+    """`changes` that also set the outbox to `events` (the published ones it held go)."""
+    return {
+        **changes,
+        "$set": {**changes.get("$set", {}), "outbox": [e.model_dump() for e in events], "outboxPending": bool(events)},
+    }
 
 
 def _staging(changes: dict[str, Any], events: Sequence[PendingEvent]) -> dict[str, Any]:
@@ -42,24 +52,43 @@ async def _write(
     where: dict[str, Any] | None,
     events: Sequence[PendingEvent],
     write: Callable[[Any, dict[str, Any], dict[str, Any]], Awaitable[T]],
+    upsert: bool,
 ) -> T:
-    """`write(collection, filter, update)` under the document's lock, the events staged in it."""
+    """`write(collection, filter, update)` under the document's lock, the events staged in it.
+
+    If the document's outbox holds events published and awaiting this write (`outbox.awaiting_answer`),
+    the write first tries to replace them: one write for the change and their take-off. If the
+    outbox no longer holds exactly them, or the change's own conditions fail, it is written as usual."""
+    collection = model.get_pymongo_collection()
     async with document_lock(model, doc_id):
-        return await write(model.get_pymongo_collection(), {"_id": doc_id, **(where or {})}, _staging(changes, events))
+        published = outbox.awaiting_answer(model, doc_id)
+        if published is not None and not upsert:
+            result = await write(collection, {"_id": doc_id, **(where or {}), "outbox": published}, _replacing(changes, events))
+            if _changed(result):
+                outbox.taken_off_by_write(model, doc_id)
+                return result
+        return await write(collection, {"_id": doc_id, **(where or {})}, _staging(changes, events))
+
+
+def _changed(result: Any) -> bool:
+    """Whether a write matched: an UpdateResult, or find-and-modify's document (None if none)."""
+    return bool(result.matched_count) if isinstance(result, UpdateResult) else result is not None
 
 
 async def update(model: type[Document], doc_id: Any, changes: dict[str, Any], *, where: dict[str, Any] | None = None,
-                 events: Sequence[PendingEvent] = (), upsert: bool = False) -> bool:
+                 events: Sequence[PendingEvent] = (), upsert: bool = False, answered: bool = False) -> bool:
     """Apply `changes` to the document `doc_id` if it still matches `where`, staging `events` in
     the same write, and publish them; True if the document was changed (or created by `upsert`).
+    `answered`: the events' answer writes this document again, which takes them off (outbox.py).
     A DuplicateKeyError (an upsert that lost to another) reaches the caller."""
     result = await _write(
         model, doc_id, changes, where, events,
         lambda collection, filter_, update_: collection.update_one(filter_, update_, upsert=upsert),
+        upsert,
     )
     changed = bool(result.matched_count) or result.upserted_id is not None
     if changed and events:
-        await outbox.flush(model, doc_id, events)
+        await outbox.flush(model, doc_id, events, answered=answered)
     return changed
 
 
@@ -81,18 +110,20 @@ async def update_and_read(
         lambda collection, filter_, update_: collection.find_one_and_update(
             filter_, update_, upsert=upsert, return_document=returned
         ),
+        upsert,
     )
     if found is not None and events:
         await outbox.flush(model, doc_id, events)
     return found
 
 
-async def insert(document: Document) -> None:
-    """Insert a new document, with any events staged on it (`HasOutbox.stage`), and publish them.
-    A DuplicateKeyError (the id or a unique field taken) reaches the caller; nothing is written."""
+async def insert(document: Document, *, answered: bool = False) -> None:
+    """Insert a new document, with any events staged on it (`HasOutbox.stage`), and publish them
+    (`answered`: as in `update`). A DuplicateKeyError (the id or a unique field taken) reaches the
+    caller; nothing is written."""
     await document.insert()
     if isinstance(document, HasOutbox) and document.outbox:
-        await outbox.flush(type(document), document.id, list(document.outbox))
+        await outbox.flush(type(document), document.id, list(document.outbox), answered=answered)
 
 
 async def delete(model: type[Document], doc_id: Any, *, where: dict[str, Any] | None = None) -> bool:

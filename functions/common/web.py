@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.common import db, sidecar
+from functions.common import db, outbox, sidecar
 from functions.common.consumers import (
     INBOX_PRUNE_SECONDS,
     InboxPruning,
@@ -174,6 +174,7 @@ def create_app(
             await job.stop()
         for hook in on_shutdown:
             await hook()
+        await outbox.take_off_unanswered()
         await sidecar.close()
         await db.close_db()
 

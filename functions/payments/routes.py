@@ -89,7 +89,9 @@ async def place_order(
     )
     order.history.append(Transition(status="pending", at=order.createdAt, reason="Order placed", eventId=announced.id))
     try:
-        await store.insert(order)
+        # order_created is answered (stock_reserved or stock_rejected), and the step that
+        # consumes the answer writes the order again: that write takes both events off.
+        await store.insert(order, answered=True)
     except DuplicateKeyError:
         # A concurrent request with the same key (or the same cart) inserted first: its order.
         if placed := await _order_for_key(principal.id, key):

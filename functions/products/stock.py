@@ -137,6 +137,9 @@ async def reserve(order_id: str, lines: list[OrderLine]) -> None:
             {"$set": {"state": state, "reason": reason, "shortProductIds": short, "updatedAt": now()}},
             where={"state": "reserving"},
             events=[PendingEvent.of(outcome, source=APP_ID, key=order_id)],
+            # stock_reserved is answered (payment_processed or order_cancelled), on which the
+            # reservation is written again (committed, released): that write takes it off.
+            answered=state == "reserved",
         )
         if not decided:
             # Another delivery (a redelivery on another replica, a rebalance) or a cancellation

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from functions.common import store
+from functions.common import outbox, store
 from functions.common.contracts import ProductCreated, StockReserved
 from functions.common.ids import new_id
 from functions.common.outbox import AuditEvent, PendingEvent
@@ -137,3 +137,88 @@ def test_no_function_writes_around_the_store():
                   and not node.args and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "store")):
                 offences.append(f"{where} .{node.func.attr}()")
     assert offences == []
+
+
+class CountingWrites:
+    """Counts the writes that reach Parcel's collection (update_one and find_one_and_update)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        collection_type = type(Parcel.get_pymongo_collection())
+        for name in ("update_one", "find_one_and_update"):
+            real = getattr(collection_type, name)
+
+            def counted(self_, *args, _real=real, **kwargs):
+                if self_.name == Parcel.get_collection_name():
+                    self.count += 1
+                return _real(self_, *args, **kwargs)
+
+            monkeypatch.setattr(collection_type, name, counted)
+
+
+async def test_an_answered_event_is_taken_off_by_the_next_write_of_its_document_at_no_cost(database, dapr, monkeypatch):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    asked = parcel.stage(StockReserved(orderId=ORDER_4), source="products", key=ORDER_4)
+    await store.insert(parcel, answered=True)
+
+    # Published and audited; the event stays on the document (flagged), and the sweep leaves it.
+    assert [e["id"] for e in dapr.published] == [asked.id] and await AuditEvent.get(asked.id) is not None
+    assert [p.id for p in (await Parcel.get(parcel.id)).outbox] == [asked.id]
+    assert await outbox.OutboxRelay([Parcel], 3600).sweep() == 0
+
+    writes = CountingWrites(monkeypatch)
+    answer = reserved(new_id())
+    assert await store.update(Parcel, parcel.id, {"$inc": {"weight": 2}}, where={"weight": 0}, events=[answer])
+
+    # One write for the change, the answered event's take-off and the new event; then the new
+    # event's own take-off after its relay.
+    assert writes.count == 2
+    stored = await Parcel.get(parcel.id)
+    assert stored.weight == 2 and stored.outbox == [] and not stored.outboxPending
+    assert [e["id"] for e in dapr.published] == [asked.id, answer.id]  # none published twice
+    assert outbox.awaiting_answer(Parcel, parcel.id) is None
+
+
+async def test_an_answered_event_whose_answer_does_not_come_is_taken_off_after_the_wait(database, dapr, monkeypatch):
+    monkeypatch.setattr(outbox, "ANSWER_WAIT_SECONDS", 0.2)
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    parcel.stage(StockReserved(orderId=new_id()), source="products")
+    await store.insert(parcel, answered=True)
+    assert (await Parcel.get(parcel.id)).outboxPending
+
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if not (await Parcel.get(parcel.id)).outboxPending:
+            break
+    stored = await Parcel.get(parcel.id)
+    assert stored.outbox == [] and not stored.outboxPending and len(dapr.published) == 1
+
+
+async def test_a_write_that_fails_its_condition_leaves_the_answered_event_waiting(database, dapr):
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}", weight=7)
+    asked = parcel.stage(StockReserved(orderId=new_id()), source="products")
+    await store.insert(parcel, answered=True)
+
+    assert not await store.update(Parcel, parcel.id, {"$set": {"weight": 1}}, where={"weight": 0})
+    assert [p.id for p in (await Parcel.get(parcel.id)).outbox] == [asked.id]
+    assert outbox.awaiting_answer(Parcel, parcel.id) is not None
+
+    await outbox.take_off_unanswered()  # what a function does as it stops
+    stored = await Parcel.get(parcel.id)
+    assert stored.weight == 7 and stored.outbox == [] and not stored.outboxPending
+
+
+async def test_an_answered_event_taken_off_elsewhere_leaves_the_next_write_as_usual(database, dapr):
+    """Another replica (or the sweep after a restart) emptied the outbox meanwhile: the write
+    falls back to its usual form and stages its own events as always."""
+    parcel = Parcel(label=f"p-{uuid.uuid4().hex}")
+    parcel.stage(StockReserved(orderId=new_id()), source="products")
+    await store.insert(parcel, answered=True)
+    await Parcel.get_pymongo_collection().update_one({"_id": parcel.id}, {"$set": {"outbox": [], "outboxPending": False}})
+
+    answer = reserved(new_id())
+    assert await store.update(Parcel, parcel.id, {"$inc": {"weight": 1}}, events=[answer])
+
+    stored = await Parcel.get(parcel.id)
+    assert stored.weight == 1 and stored.outbox == [] and not stored.outboxPending
+    assert dapr.published[-1]["id"] == answer.id

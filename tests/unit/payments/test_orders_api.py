@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 
+from functions.common import outbox
 from functions.payments.models import MailRequest, Order
 from tests.unit.payments.conftest import Customer
 from tests.unit.payments.saga_steps import one, published
@@ -42,7 +43,10 @@ async def test_an_order_is_priced_by_products_never_by_the_client_or_the_cart(cl
     assert [(h.status, h.reason, h.eventId) for h in order.history] == [
         ("pending", "Order placed", one(dapr, "order_created", data["orderId"])["id"])
     ]
-    assert order.outbox == []
+    # Both events published; they stay on the order, awaiting the write of the step that answers
+    # order_created, which takes them off (functions/common/outbox.py).
+    assert [p.topic for p in order.outbox] == ["order_created", "cart_checkout"]
+    assert outbox.awaiting_answer(Order, order.id) == [p.model_dump() for p in order.outbox]
 
     created = one(dapr, "order_created", data["orderId"])["data"]
     assert created["userId"] == customer.id and created["email"] == customer.email

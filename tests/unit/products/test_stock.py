@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from functions.common import outbox
 from functions.common.consumers import EventContext, ProcessedEvent, deliver, inbox_key
 from functions.common.contracts import OrderCancelled, OrderCreated, OrderLine, PaymentProcessed
 from functions.common.ids import new_id
@@ -69,9 +70,16 @@ async def test_an_order_reserves_every_line(dapr, make_product):
     assert (await stock_of(cafe), await stock_of(honey)) == (7, 0)
     assert outcomes(dapr, event.orderId) == [("stock_reserved", {"orderId": event.orderId})]
     reservation = await StockReservation.get(event.orderId)
-    assert reservation.state == "reserved" and reservation.outbox == []
+    # stock_reserved published; it stays on the reservation until the write of the step that
+    # answers it (committed or released) takes it off (functions/common/outbox.py).
+    assert reservation.state == "reserved" and [p.topic for p in reservation.outbox] == ["stock_reserved"]
+    assert outbox.awaiting_answer(StockReservation, event.orderId) == [p.model_dump() for p in reservation.outbox]
     assert [(line.productId, line.quantity) for line in reservation.lines] == [(str(cafe.id), 3), (str(honey.id), 4)]
     assert (await Product.get(cafe.id)).holds == {event.orderId: 3}
+
+    await keep_paid_order_stock(PaymentProcessed(orderId=event.orderId, paymentId="ch_1", amountCents=1), context("payment_processed"))
+    reservation = await StockReservation.get(event.orderId)
+    assert reservation.state == "committed" and reservation.outbox == [] and not reservation.outboxPending
 
 
 async def test_an_order_that_cannot_be_filled_takes_nothing(dapr, make_product):
