@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from functions.common.clock import now, stored_now
 from functions.common.contracts import IntegrationEvent
 from functions.common.locks import KeyedLocks, document_lock
 from functions.common.periodic import Periodic
+from functions.common.rounds import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -181,47 +182,29 @@ class _Settle:
     everything: bool
     take_off: bool = True  # False: audit only (the take-off waits for the document's next write)
     audit: bool = True  # False: take off only (audited when published)
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-# Group commit: relays that finish publishing while a round is being written wait for the next
-# round, which records all their events in one insert (under load, one round serves many
-# relays: an insert per event costs the database about six times what a shared one does).
-_waiting: list[_Settle] = []
-_writer: asyncio.Task[None] | None = None
+async def _write_settles(_: None, batch: list[_Settle]) -> list[BaseException | None]:
+    """One round: every event's `events` record in one insert, then each document's take-off.
+    If the audit fails, nothing is taken off: the events stay for the sweep."""
+    await _audit([pending for item in batch if item.audit for _, pending in item.published if pending])
+    taken = iter(await asyncio.gather(
+        *(_take_off(item.model, item.doc_id, [stored for stored, _ in item.published], everything=item.everything)
+          for item in batch if item.take_off),
+        return_exceptions=True,
+    ))
+    return [next(taken) if item.take_off else None for item in batch]
+
+
+# Relays that finish publishing while a round is being written wait for the next round, which
+# records all their events in one insert (under load one round serves many relays: an insert
+# per event costs the database about six times what a shared one does).
+_settle_rounds: GroupCommit[None, _Settle] = GroupCommit(_write_settles)
 
 
 async def _settled(item: _Settle) -> None:
     """Audit and take off what `item` published, in the next round; raises what its writes raised."""
-    global _writer
-    _waiting.append(item)
-    if _writer is None or _writer.done() or _writer.get_loop() is not asyncio.get_running_loop():
-        _writer = asyncio.create_task(_write_rounds())
-    await item.done
-
-
-async def _write_rounds() -> None:
-    while _waiting:
-        batch = _waiting[:]
-        _waiting.clear()
-        try:
-            await _audit([pending for item in batch if item.audit for _, pending in item.published if pending])
-        except Exception as exc:  # noqa: BLE001 - each relay of the round reports it (its events stay)
-            for item in batch:
-                item.done.set_exception(exc)
-            continue
-        taken = await asyncio.gather(
-            *(_take_off(item.model, item.doc_id, [stored for stored, _ in item.published], everything=item.everything)
-              for item in batch if item.take_off),
-            return_exceptions=True,
-        )
-        taken_by = iter(taken)
-        taken = [next(taken_by) if item.take_off else None for item in batch]
-        for item, outcome in zip(batch, taken, strict=True):
-            if isinstance(outcome, BaseException):
-                item.done.set_exception(outcome)
-            else:
-                item.done.set_result(None)
+    await _settle_rounds(None, item)
 
 
 # An event that is answered — the step that consumes it publishes an event whose own step writes

@@ -14,12 +14,14 @@ race, on one replica or several. The rules that keep stock right whatever interl
   (`HOLDS_NOTHING`): the rejecter after winning, a cancellation after deciding "released" or
   "cancelled", and any delivery that finds such a state (the loser of a race, a late redelivery)
   — holds are given back by conditional updates, so doing it twice gives back nothing more;
-- a paid order drops its holds (units stay sold) before its reservation says "committed", so a
-  hold found after that is a stray one taken by a stale delivery, and goes back to stock.
+- a paid order drops its holds (units stay sold; the paid orders of one product together, in
+  one write per round) before its reservation says "committed", so a hold found after that is a
+  stray one taken by a stale delivery, and goes back to stock.
 The database applies each conditional update atomically (MongoDB); on FerretDB (the local
 database, which does not isolate updates) the in-process locks make up for it (common/locks.py).
 """
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -30,6 +32,7 @@ from functions.common.clock import now
 from functions.common.contracts import OrderLine, StockRejected, StockReserved
 from functions.common.locks import KeyedLocks
 from functions.common.outbox import PendingEvent
+from functions.common.rounds import GroupCommit
 from functions.products import APP_ID
 from functions.products.models import Product, ReservedLine, StockReservation
 
@@ -67,14 +70,23 @@ async def _take(order_id: str, line: ReservedLine) -> bool:
     return await Product.find_one({"_id": line.productId, hold: {"$exists": True}}) is not None
 
 
-async def _drop_hold(order_id: str, line: ReservedLine, *, restock: bool) -> None:
-    """End the order's hold on this product, if it holds one: `restock` returns its units (the
-    order was cancelled); otherwise they stay sold (the order was paid)."""
+async def _give_back(order_id: str, line: ReservedLine) -> None:
+    """End the order's hold on this product, if it holds one, and return its units to stock."""
     hold = f"holds.{order_id}"
-    update = {"$unset": {hold: ""}}
-    if restock:
-        update |= {"$inc": {"stock": line.quantity}, "$set": {"updatedAt": now()}}
-    await store.update(Product, line.productId, update, where={hold: {"$exists": True}})
+    await store.update(
+        Product, line.productId, {"$unset": {hold: ""}, "$inc": {"stock": line.quantity}, "$set": {"updatedAt": now()}},
+        where={hold: {"$exists": True}},
+    )
+
+
+async def _drop_sold_holds(product_id: str, order_ids: list[str]) -> None:
+    """One round: the holds of paid orders on one product end (their units stay sold)."""
+    await store.update(Product, product_id, {"$unset": {f"holds.{order_id}": "" for order_id in order_ids}})
+
+
+# Paid orders of one product drop their holds together: one write per product and round (a
+# product in demand has many orders paid at once).
+_sold = GroupCommit(_drop_sold_holds)
 
 
 async def _available(line: ReservedLine) -> bool:
@@ -84,7 +96,7 @@ async def _available(line: ReservedLine) -> bool:
 async def _give_back_holds(order_id: str, reservation: StockReservation) -> None:
     """The order holds nothing: every hold of it still on a product goes back to stock."""
     for line in reservation.lines:
-        await _drop_hold(order_id, line, restock=True)
+        await _give_back(order_id, line)
 
 
 async def _set_state(order_id: str, expected: str, state: str) -> bool:
@@ -182,8 +194,7 @@ async def commit(order_id: str) -> None:
         reservation = await StockReservation.get(order_id)
         if reservation is None or reservation.state != "reserved":
             return
-        for line in reservation.lines:
-            await _drop_hold(order_id, line, restock=False)
+        await asyncio.gather(*(_sold(line.productId, order_id) for line in reservation.lines))
         await _set_state(order_id, "reserved", "committed")
 
 

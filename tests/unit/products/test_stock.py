@@ -329,6 +329,33 @@ async def test_a_paid_order_keeps_its_stock_and_drops_its_holds(dapr, make_produ
     assert await stock_of(cafe) == 6
 
 
+async def test_orders_paid_at_once_drop_their_holds_on_a_product_together(dapr, make_product, monkeypatch):
+    cafe, honey = await make_product(20), await make_product(20)
+    events = [order((cafe, 2), (honey, 1)) for _ in range(6)]
+    for event in events:
+        await reserve_order_stock(event, context("order_created"))
+    writes: list[tuple[str, dict]] = []
+    real_update = stock.store.update
+
+    async def recorded(model, doc_id, changes, **kwargs):
+        if model is Product:
+            writes.append((doc_id, changes))
+        return await real_update(model, doc_id, changes, **kwargs)
+
+    monkeypatch.setattr(stock.store, "update", recorded)
+    await asyncio.gather(*(
+        keep_paid_order_stock(PaymentProcessed(orderId=e.orderId, paymentId="pay", amountCents=1), context("payment_processed"))
+        for e in events
+    ))
+
+    assert (await stock_of(cafe), await stock_of(honey)) == (8, 14)  # sold stays sold
+    assert (await Product.get(cafe.id)).holds == {} and (await Product.get(honey.id)).holds == {}
+    assert {(await StockReservation.get(e.orderId)).state for e in events} == {"committed"}
+    # Fewer writes than holds: the paid orders of one product share a write per round.
+    assert len(writes) < 12 and {doc_id for doc_id, _ in writes} == {str(cafe.id), str(honey.id)}
+    assert all(set(changes) == {"$unset"} for _, changes in writes)
+
+
 async def test_an_order_id_of_another_form_is_dropped_and_takes_nothing(dapr, make_product):
     # Order ids become field names (`holds.<order id>`): only an id's one form may get there.
     cafe = await make_product(10)
