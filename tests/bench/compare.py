@@ -78,11 +78,14 @@ def report(runs: list[tuple[str, dict]]) -> None:
 
     labels = [label for label, _ in runs]
     sides = list(dict.fromkeys(labels))
-    print("\nCPU ms per order by process; orders/s (each run, then the mean per side)\n")
+    print("\nCPU ms per order by process; orders/s; latency (each run, then the mean per side)\n")
     print("| | " + " | ".join(labels) + " | " + " | ".join(f"mean {side}" for side in sides) + " |")
     print("|---" * (1 + len(labels) + len(sides)) + "|")
     rows = [(name, lambda phase, name=name: per_order(phase, name)) for name in processes]
-    rows += [("total", total), ("orders/s", lambda phase: phase["orders_per_second"])]
+    rows += [("total", total), ("orders/s", lambda phase: phase["orders_per_second"]),
+             ("write transactions an order", lambda phase: phase["transactions"] / phase["orders"])]
+    rows += [(f"POST→{what} {p} ms", lambda phase, key=key, p=p: phase[key][p])
+             for what, key in (("202", "to_202_ms"), ("invoice e-mail", "to_email_ms")) for p in ("p50", "p99")]
     for name, figure in rows:
         each = [figure(phase) for _, phase in runs]
         means = [mean(figure(phase) for label, phase in runs if label == side) for side in sides]
