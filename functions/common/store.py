@@ -13,11 +13,9 @@ Reads go through Beanie (`Model.get`, `Model.find`); every write goes through he
 """
 
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 from beanie import Document
-from fastapi import BackgroundTasks
 from pymongo import ReturnDocument
 from pymongo.results import UpdateResult
 
@@ -119,19 +117,13 @@ async def update_and_read(
     return found
 
 
-async def insert(document: Document, *, answered: bool = False, after: BackgroundTasks | None = None) -> None:
+async def insert(document: Document, *, answered: bool = False) -> None:
     """Insert a new document, with any events staged on it (`HasOutbox.stage`), and publish them
-    (`answered`: as in `update`): at once, or with `after` (a request's background tasks) once the
-    request is answered — it need not wait for the publish, which the saved outbox guarantees
-    (the sweep publishes what a crash leaves). A DuplicateKeyError (the id or a unique field
-    taken) reaches the caller; nothing is written."""
+    (`answered`: as in `update`). A DuplicateKeyError (the id or a unique field taken) reaches the
+    caller; nothing is written."""
     await document.insert()
     if isinstance(document, HasOutbox) and document.outbox:
-        publish = partial(outbox.flush, type(document), document.id, list(document.outbox), answered=answered)
-        if after is None:
-            await publish()
-        else:
-            after.add_task(publish)
+        await outbox.flush(type(document), document.id, list(document.outbox), answered=answered)
 
 
 async def delete(model: type[Document], doc_id: Any, *, where: dict[str, Any] | None = None) -> bool:

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Response, status
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from pymongo.errors import DuplicateKeyError
 
 from functions.common import store
@@ -34,7 +34,6 @@ async def place_order(
     body: PlaceOrder,
     principal: CurrentUser,
     response: Response,
-    background: BackgroundTasks,
     idempotency_key: Annotated[
         IdempotencyKey | None,
         Header(alias="Idempotency-Key", description="Sent again (same caller, same key): the same order, not a new one"),
@@ -91,9 +90,8 @@ async def place_order(
     order.history.append(Transition(status="pending", at=order.createdAt, reason="Order placed", eventId=announced.id))
     try:
         # order_created is answered (stock_reserved or stock_rejected), and the step that
-        # consumes the answer writes the order again: that write takes both events off. The
-        # 202 does not wait for the publish: the saved order carries its events.
-        await store.insert(order, answered=True, after=background)
+        # consumes the answer writes the order again: that write takes both events off.
+        await store.insert(order, answered=True)
     except DuplicateKeyError:
         # A concurrent request with the same key (or the same cart) inserted first: its order.
         if placed := await _order_for_key(principal.id, key):

@@ -3,10 +3,7 @@
 import asyncio
 import uuid
 
-import httpx
-
-from functions.common import outbox, sidecar
-from functions.payments.app import app
+from functions.common import outbox
 from functions.payments.models import MailRequest, Order
 from tests.unit.payments.conftest import Customer
 from tests.unit.payments.saga_steps import one, published
@@ -226,29 +223,3 @@ async def test_without_a_key_a_changed_cart_is_a_new_order(client, dapr, shop, c
     second = await place(client, customer)
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.json()["data"]["orderId"] != second.json()["data"]["orderId"]
-
-
-async def test_the_202_is_sent_before_the_order_s_events_are_published(client, dapr, shop, customer, monkeypatch):
-    """The order and its events are saved in one write; the answer does not wait for the publish."""
-    shop.cart((shop.product("Café Orgánico de Altura", 1250), 1))
-    seen: list[tuple[str, object]] = []
-    real_publish = sidecar.publish_cloud_event
-
-    async def recorded_publish(topic, cloud_event, key):
-        seen.append(("published", topic))
-        await real_publish(topic, cloud_event, key)
-
-    async def recording_app(scope, receive, send):
-        async def recording_send(message):
-            if message["type"] == "http.response.start":
-                seen.append(("answered", message["status"]))
-            await send(message)
-
-        await app(scope, receive, recording_send)
-
-    monkeypatch.setattr(sidecar, "publish_cloud_event", recorded_publish)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=recording_app), base_url="http://test") as direct:
-        response = await place(direct, customer)
-
-    assert response.status_code == 202, response.text
-    assert seen == [("answered", 202), ("published", "order_created"), ("published", "cart_checkout")]
