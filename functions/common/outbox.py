@@ -178,16 +178,16 @@ class _Settle:
 
     model: type[Document]
     doc_id: Any
-    published: list[tuple[dict[str, Any], PendingEvent | None]]  # (as stored, as staged: None if not audited)
+    # (as stored, as staged); None as staged: recorded when published, only to be taken off now
+    published: list[tuple[dict[str, Any], PendingEvent | None]]
     everything: bool
-    take_off: bool = True  # False: audit only (the take-off waits for the document's next write)
-    audit: bool = True  # False: take off only (audited when published)
+    take_off: bool = True  # False: recorded only (the take-off waits for the document's next write)
 
 
 async def _write_settles(_: None, batch: list[_Settle]) -> list[BaseException | None]:
     """One round: every event's `events` record in one insert, then each document's take-off.
     If the audit fails, nothing is taken off: the events stay for the sweep."""
-    await _audit([pending for item in batch if item.audit for _, pending in item.published if pending])
+    await _audit([pending for item in batch for _, pending in item.published if pending])
     taken = iter(await asyncio.gather(
         *(_take_off(item.model, item.doc_id, [stored for stored, _ in item.published], everything=item.everything)
           for item in batch if item.take_off),
@@ -267,8 +267,7 @@ async def _take_off_unanswered(model: type[Document], doc_id: Any) -> None:
     if waiting is None:
         return
     try:
-        await _settled(_Settle(model, doc_id, [(stored, None) for stored in waiting.published], everything=True,
-                               audit=False))
+        await _settled(_Settle(model, doc_id, [(stored, None) for stored in waiting.published], everything=True))
     except Exception:  # noqa: BLE001 - the flag stays set: the sweep takes them off (and republishes)
         log.exception("could not take the published events off %s %s; the sweep will", model.__name__, doc_id)
 
