@@ -143,7 +143,7 @@ async def relay(
     with the relays of the same round (`_settled`), and one update taking the events off — or
     none, with `answered` (see `awaiting_answer`).
     """
-    async with _relay_locks((model.get_collection_name(), str(doc_id))):
+    async with _relay_locks(_key(model, doc_id)):
         if staged is None:
             raw = await model.get_pymongo_collection().find_one({"_id": doc_id}, {"outbox": 1, "outboxPending": 1}) or {}
             events = [(stored, PendingEvent.model_validate(stored)) for stored in raw.get("outbox") or []]
@@ -237,17 +237,22 @@ def awaiting_answer(model: type[Document], doc_id: Any) -> list[dict[str, Any]] 
     return waiting.published if waiting is not None else None
 
 
-def taken_off_by_write(model: type[Document], doc_id: Any) -> None:
-    """A write took the document's published events off: nothing left for the timer."""
+def _forget(model: type[Document], doc_id: Any) -> _Unanswered | None:
+    """The document's wait, no longer tracked, its timer stopped."""
     waiting = _unanswered.pop(_key(model, doc_id), None)
     if waiting is not None:
         waiting.timer.cancel()
+    return waiting
+
+
+def taken_off_by_write(model: type[Document], doc_id: Any) -> None:
+    """A write took the document's published events off: nothing left for the timer."""
+    _forget(model, doc_id)
 
 
 def _await_answer(model: type[Document], doc_id: Any, published: list[dict[str, Any]]) -> None:
-    earlier = _unanswered.get(_key(model, doc_id))
+    earlier = _forget(model, doc_id)
     if earlier is not None:  # still there (a write that did not take them off): they go together
-        taken_off_by_write(model, doc_id)
         published = earlier.published + published
     timer = asyncio.get_running_loop().call_later(ANSWER_WAIT_SECONDS, _start_take_off, model, doc_id)
     _unanswered[_key(model, doc_id)] = _Unanswered(model, doc_id, published, timer)
