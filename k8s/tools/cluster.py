@@ -430,7 +430,9 @@ def command_of(name: str, tokens: dict[str, str]) -> list[str]:
         # Nothing else of kube-router: no routing, no BGP, no service proxy, no CNI of its own.
         return [str(network_policies()), "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
                 "--enable-cni=false", "--enable-ipv6=false", f"--kubeconfig={kubeconfig('netpol', tokens['netpol'])}",
-                f"--hostname-override={NODE}", "--health-port=0", "--metrics-port=0"]
+                f"--hostname-override={NODE}", "--health-port=0", "--metrics-port=0",
+                # Each sync's start and length in its log: what a failed NetworkPolicy check is read beside.
+                "--v=1"]
     if name == "metrics":
         metrics = kubeconfig("metrics", tokens["metrics"])
         return [str(metrics_server()), f"--kubeconfig={metrics}", f"--authentication-kubeconfig={metrics}",

@@ -545,6 +545,11 @@ def report() -> None:
                 print(f"--- {namespace}/{name}/{container['name']}: logs", file=sys.stderr)
                 print(kubectl("logs", "-n", namespace, name, "-c", container["name"], "--tail=60", check=False),
                       file=sys.stderr)
+    if LOCAL:  # the local cluster's NetworkPolicy controller: its last syncs and any error
+        log = cluster.paths()["logs"] / "netpol.log"
+        if log.exists():
+            print("--- kube-router (NetworkPolicies): the end of its log", file=sys.stderr)
+            print("\n".join(log.read_text(errors="replace").splitlines()[-200:]), file=sys.stderr)
     # Scaling is decided by KEDA's operator, ready or not: what it saw, and what it said.
     for args in (("describe", "scaledobject", "-n", NAMESPACE), ("get", "hpa", "-n", NAMESPACE),
                  ("logs", "-n", "keda", "deployment/keda-operator", "--tail=60")):
