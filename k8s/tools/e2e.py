@@ -548,8 +548,11 @@ def report() -> None:
     if LOCAL:  # the local cluster's NetworkPolicy controller: its last syncs and any error
         log = cluster.paths()["logs"] / "netpol.log"
         if log.exists():
-            print("--- kube-router (NetworkPolicies): the end of its log", file=sys.stderr)
-            print("\n".join(log.read_text(errors="replace").splitlines()[-200:]), file=sys.stderr)
+            # Each sync's start and length, and whatever it warned of: about the last few minutes.
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if not line.startswith("I") or "Starting sync" in line or "sync iptables took" in line]
+            print("--- kube-router (NetworkPolicies): its last syncs", file=sys.stderr)
+            print("\n".join(lines[-400:]), file=sys.stderr)
     # Scaling is decided by KEDA's operator, ready or not: what it saw, and what it said.
     for args in (("describe", "scaledobject", "-n", NAMESPACE), ("get", "hpa", "-n", NAMESPACE),
                  ("logs", "-n", "keda", "deployment/keda-operator", "--tail=60")):

@@ -10,6 +10,8 @@ cluster whose network plugin ignores NetworkPolicies this fails, and says so."""
 import json
 import textwrap
 import uuid
+import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -81,18 +83,27 @@ def probe_pod(name: str, namespace: str, labels: dict[str, str], image: str, tar
 
 
 @pytest.fixture(scope="module")
-def seen() -> dict[str, dict]:
-    """What each probe tried and reached, by probe and by target."""
+def targets() -> Iterator[tuple[dict[str, str], str]]:
+    """The addresses the probes try, by what they are, and the image the probes run (the shop's)."""
     notifications = function_pod("notifications")
     [app] = [c for c in notifications["spec"]["containers"] if c["name"] != "daprd"]
     app_port = next(p["containerPort"] for p in app["ports"] if p.get("name") == "http")
     address = notifications["status"]["podIP"]
-    targets = {"app port": f"{address}:{app_port}", "sidecar": f"{address}:50002",
-               "kafka": f"{pod_ip('kafka-0')}:9092", "database": f"{pod_ip('mongodb-0')}:27017"}
+    addresses = {"app port": f"{address}:{app_port}", "sidecar": f"{address}:50002",
+                 "kafka": f"{pod_ip('kafka-0')}:9092", "database": f"{pod_ip('mongodb-0')}:27017"}
     # A cluster with ingress-nginx installed keeps its namespace: only a namespace made here goes.
     made_namespace = not kubectl("get", "namespace", INGRESS_NAMESPACE, "--ignore-not-found", "-o", "name").strip()
     if made_namespace:
         kubectl("create", "namespace", INGRESS_NAMESPACE)
+    try:
+        yield addresses, app["image"]
+    finally:
+        if made_namespace:
+            kubectl("delete", "namespace", INGRESS_NAMESPACE, "--wait=false", check=False)
+
+
+def probe(addresses: dict[str, str], image: str) -> dict[str, dict]:
+    """One round of the three probes: what each tried and reached, by probe and by target."""
     run = uuid.uuid4().hex[:6]
     probes = {
         "a pod of the namespace": (f"probe-stranger-{run}", NAMESPACE, {}),
@@ -101,32 +112,59 @@ def seen() -> dict[str, dict]:
     }
     try:
         for name, namespace, labels in probes.values():
-            kubectl("apply", "-f", "-", stdin=json.dumps(probe_pod(name, namespace, labels, app["image"],
-                                                                   list(targets.values()))))
+            kubectl("apply", "-f", "-", stdin=json.dumps(probe_pod(name, namespace, labels, image,
+                                                                   list(addresses.values()))))
         results = {}
-        for probe, (name, namespace, _) in probes.items():
+        for probe_name, (name, namespace, _) in probes.items():
             kubectl("wait", f"pod/{name}", "-n", namespace, "--for=jsonpath={.status.phase}=Succeeded",
                     "--timeout=180s")
             got = json.loads(kubectl("logs", name, "-n", namespace).strip().splitlines()[-1])
-            results[probe] = {**got, "targets": {what: got["targets"][target] for what, target in targets.items()}}
+            reached = {what: got["targets"][target] for what, target in addresses.items()}
+            results[probe_name] = {**got, "targets": reached}
         return results
     finally:
         for name, namespace, _ in probes.values():
             kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false", check=False)
-        if made_namespace:
-            kubectl("delete", "namespace", INGRESS_NAMESPACE, "--wait=false", check=False)
 
 
-def test_nothing_reaches_the_shop_but_what_the_policies_allow(seen: dict[str, dict]) -> None:
-    outcomes = {probe: {what: "reached" if tried["reached"] else "blocked" for what, tried in got["targets"].items()}
-                for probe, got in seen.items()}
-    if all(outcome == "reached" for targets in outcomes.values() for outcome in targets.values()):
+def outcomes(seen: dict[str, dict]) -> dict[str, dict[str, str]]:
+    return {probe_name: {what: "reached" if tried["reached"] else "blocked" for what, tried in got["targets"].items()}
+            for probe_name, got in seen.items()}
+
+
+def described(seen: dict[str, dict]) -> str:
+    """Each probe's tries of each target, and the seconds into its window at which a connection got through."""
+    return "\n".join(
+        f"{probe_name}, window from {got['window began (UTC)']} UTC: " + "; ".join(
+            f"{what} {len(tried['reached'])}/{tried['tries']} reached"
+            + (f", at {tried['reached']} s" if 0 < len(tried["reached"]) <= 5 else "")
+            for what, tried in got["targets"].items())
+        for probe_name, got in seen.items())
+
+
+def only_single_leaks(seen: dict[str, dict]) -> bool:
+    """True if every difference from EXPECTED is a target that should be blocked and was reached on
+    one try only: kube-router's transient gap (README, "Known limits"), not a policy that is missing
+    or wrong, which lets every try through."""
+    differences = [(probe_name, what) for probe_name, got in outcomes(seen).items()
+                   for what, outcome in got.items() if outcome != EXPECTED[probe_name][what]]
+    return bool(differences) and all(
+        EXPECTED[probe_name][what] == "blocked" and len(seen[probe_name]["targets"][what]["reached"]) == 1
+        for probe_name, what in differences)
+
+
+def test_nothing_reaches_the_shop_but_what_the_policies_allow(targets: tuple[dict[str, str], str]) -> None:
+    seen = probe(*targets)
+    if all(outcome == "reached" for got in outcomes(seen).values() for outcome in got.values()):
         pytest.fail("every probe reached every pod: this cluster's network plugin does not enforce NetworkPolicies "
                     "(`SHOP_E2E_NETWORK_POLICIES=0 task k8s:e2e` skips this check)")
-    # On a difference: each probe's tries of each target, and the seconds into its window at which
-    # a connection got through.
-    assert outcomes == EXPECTED, "\n".join(
-        f"{probe}, window from {got['window began (UTC)']} UTC: " + "; ".join(
-            f"{what} {len(tried['reached'])}/{tried['tries']} reached, at {tried['reached']} s"
-            for what, tried in got["targets"].items())
-        for probe, got in seen.items())
+    if only_single_leaks(seen):
+        # One connection through in a window of tries, on this cluster's policy controller: said
+        # loudly (pytest's warnings summary), and the whole check once more, which must then hold
+        # on every try.
+        warnings.warn(f"a single connection got through where none may; probed again.\n{described(seen)}",
+                      stacklevel=1)
+        earlier, seen = described(seen), probe(*targets)
+        assert outcomes(seen) == EXPECTED, f"{described(seen)}\n(the round before:\n{earlier})"
+        return
+    assert outcomes(seen) == EXPECTED, described(seen)
